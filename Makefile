@@ -1,0 +1,36 @@
+# Thin targets. `make run` and `make test` install what is missing, and reuse what is there.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+HOME_DIR := .easel
+KAFKA_LIBS := $(HOME_DIR)/kafka/libs
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench clean
+
+install: $(STAMP) $(KAFKA_LIBS)/.fetched
+
+# Re-installs only when the lock or the project description changed (torch is large).
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# The broker's jars from Maven Central, through the pinned pom.
+$(KAFKA_LIBS)/.fetched: kafka/pom.xml
+	mvn -B -q -f kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	touch $@
+
+run: install
+	$(VENV)/bin/easel dev
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench
+
+clean:
+	rm -rf $(HOME_DIR) .pytest_cache

@@ -1,0 +1,120 @@
+"""The canonical job. Every dialect maps to it; nothing downstream knows dialects exist.
+
+`JobSpec` is what a client chooses (the generation parameters); `Job` adds what Easel assigns
+(id, owner, creation time) and is the message on the requests topic. `easel schema` prints
+`Job`'s JSON Schema so any Kafka producer can submit jobs without the HTTP service.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+MAX_SEED = 2**32 - 1
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+# A1111 sampler names Easel accepts; gpu_runner/samplers.py maps each to a diffusers scheduler.
+SAMPLERS = (
+    "Euler",
+    "Euler a",
+    "LMS",
+    "Heun",
+    "DPM2",
+    "DPM2 a",
+    "DPM++ 2M",
+    "DPM++ 2M SDE",
+    "DPM++ 2S a",
+    "DDIM",
+    "UniPC",
+)
+SCHEDULES = ("automatic", "uniform", "karras", "exponential", "sgm_uniform")
+# Pairs the diffusers scheduler cannot honour (it has no such sigma option).
+UNSUPPORTED_SCHEDULES = {
+    "Euler a": ("karras", "exponential"),
+    "DDIM": ("karras", "exponential"),
+}
+
+
+def _multiple_of_8(value: int) -> int:
+    if value % 8:
+        raise ValueError("must be a multiple of 8")
+    return value
+
+
+def _known_sampler(value: str) -> str:
+    if value not in SAMPLERS:
+        raise ValueError(f"must be one of: {', '.join(SAMPLERS)}")
+    return value
+
+
+def _known_schedule(value: str) -> str:
+    if value not in SCHEDULES:
+        raise ValueError(f"must be one of: {', '.join(SCHEDULES)}")
+    return value
+
+
+Side = Annotated[int, Field(ge=64, le=2048), AfterValidator(_multiple_of_8)]
+EventName = Literal["queued", "started", "progress", "preview", "completed", "failed", "cancelled", "timed_out"]
+
+
+class WebhookSpec(BaseModel):
+    """Where to POST results. `track_id` is echoed in every delivery."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpUrl
+    track_id: str | None = Field(default=None, max_length=256)
+    events: tuple[EventName, ...] = ("completed", "failed", "cancelled", "timed_out")
+
+
+class JobSpec(BaseModel):
+    """Generation parameters. Defaults follow SDXL's; limits are documented in the README."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    negative_prompt: str = Field(default="", max_length=4000)
+    width: Side = 1024
+    height: Side = 1024
+    steps: int = Field(default=30, ge=1, le=150)
+    guidance: float = Field(default=5.0, ge=0.0, le=30.0)
+    sampler: Annotated[str, AfterValidator(_known_sampler)] = "Euler"
+    schedule: Annotated[str, AfterValidator(_known_schedule)] = "automatic"
+    seed: int | None = Field(default=None, ge=-1, le=MAX_SEED, description="null or -1: random")
+    num_images: int = Field(default=1, ge=1, le=4)
+    model: str = Field(default="default", max_length=200)
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    preview: bool = Field(default=False, description="emit preview events while denoising")
+    execution_timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    ttl_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _schedule_fits_sampler(self) -> JobSpec:
+        if self.schedule in UNSUPPORTED_SCHEDULES.get(self.sampler, ()):
+            raise ValueError(f"schedule {self.schedule!r} is not available with sampler {self.sampler!r}")
+        return self
+
+    @property
+    def random_seed(self) -> bool:
+        return self.seed is None or self.seed == -1
+
+
+class Job(JobSpec):
+    """The message on the requests topic, keyed by `id`."""
+
+    id: str = Field(pattern=JOB_ID_PATTERN)
+    owner: str = Field(min_length=1, max_length=64, description="id of the API key that owns the job")
+    created_at: float = Field(default_factory=time.time)
+    webhook: WebhookSpec | None = None
+    dialect: str = Field(default="native", max_length=32)
+
+    @property
+    def track_id(self) -> str | None:
+        return self.webhook.track_id if self.webhook else None
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex

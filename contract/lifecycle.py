@@ -1,0 +1,58 @@
+"""How events move a job's status. The one place where state transitions are checked."""
+
+from __future__ import annotations
+
+from contract.events import Event, EventType
+from contract.job import Job
+from contract.states import JobState, JobStatus, Output, Progress
+
+
+class InvalidTransition(RuntimeError):
+    """An event that a job in its current state cannot take (e.g. anything after a terminal one)."""
+
+
+_ALLOWED: dict[JobState, frozenset[EventType]] = {
+    JobState.IN_QUEUE: frozenset(EventType) - {EventType.QUEUED},
+    # A redelivered job starts again: IN_PROGRESS may take `started` once more.
+    JobState.IN_PROGRESS: frozenset(EventType) - {EventType.QUEUED},
+}
+
+
+def queued_status(job: Job, ts: float) -> JobStatus:
+    return JobStatus(
+        job_id=job.id,
+        owner=job.owner,
+        state=JobState.IN_QUEUE,
+        seq=0,
+        updated_at=ts,
+        created_at=job.created_at,
+        track_id=job.track_id,
+        dialect=job.dialect,
+    )
+
+
+def advance(status: JobStatus, event: Event) -> JobStatus:
+    """Fold `event` into `status`. Raises InvalidTransition for moves the lifecycle forbids."""
+    allowed = _ALLOWED.get(status.state, frozenset())
+    if event.type not in allowed:
+        raise InvalidTransition(f"{status.state} cannot take {event.type}")
+    changes: dict[str, object] = {"seq": event.seq, "updated_at": event.ts}
+    if (state := event.type.state) is not None:
+        changes["state"] = state
+    if event.type is EventType.STARTED:
+        changes |= {
+            "started_at": event.ts,
+            "attempt": status.attempt + 1,
+            "runner_id": event.data.get("runner_id"),
+            "progress": None,
+        }
+    elif event.type is EventType.PROGRESS:
+        changes["progress"] = Progress.model_validate(event.data)
+    elif event.type is EventType.COMPLETED:
+        changes["outputs"] = [Output.model_validate(o) for o in event.data["outputs"]]
+        changes["seeds"] = list(event.data.get("seeds", []))
+    if event.type.is_terminal:
+        changes["finished_at"] = event.ts
+        if event.type is not EventType.COMPLETED:
+            changes["error"] = event.data.get("error")
+    return status.model_copy(update=changes)

@@ -1,0 +1,33 @@
+"""structlog set-up shared by every process: JSON in production, readable in a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import orjson
+import structlog
+
+
+def configure_logging(fmt: str = "console", level: str = "info") -> None:
+    renderer: structlog.typing.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        factory: structlog.typing.WrapperClass | None = None
+        logger_factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        logger_factory = structlog.PrintLoggerFactory(sys.stderr)
+    factory = structlog.make_filtering_bound_logger(logging.getLevelName(level.upper()))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=factory,
+        logger_factory=logger_factory,
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,108 @@
+"""Configuration: environment variables prefixed `EASEL_`, read once into one frozen object.
+
+Every process builds `Settings.from_env()` at start and passes it down; nothing reads the
+environment anywhere else. The README's configuration table mirrors the fields below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PREFIX = "EASEL_"
+LOCAL_BOOTSTRAP = "127.0.0.1:19092"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Kafka. An empty bootstrap means "start the local broker" (make run / make test).
+    kafka_bootstrap: str = ""
+    topic_prefix: str = "easel"
+    request_partitions: int = 4
+    replication_factor: int = 1
+    # Where the local broker, the tiny model and the blobs live.
+    home: Path = Path(".easel")
+    blob_dir: Path = Path(".easel/blobs")
+    # HTTP API.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+    api_keys: tuple[str, ...] = ()
+    dev_key: str = ""
+    submit_timeout_s: float = 5.0
+    max_wait_s: float = 60.0
+    # Runner.
+    model: str = ""
+    runner_id: str = ""
+    device: str = "auto"
+    job_timeout_s: float = 600.0
+    # Logging.
+    log_format: str = "console"
+    log_level: str = "info"
+    secret_fields: tuple[str, ...] = field(default=("api_keys", "dev_key"), repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name == "secret_fields":
+                continue
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        settings = cls(**values)  # type: ignore[arg-type]
+        if "blob_dir" not in values and "home" in values:
+            settings = settings.replace(blob_dir=settings.home / "blobs")
+        return settings
+
+    def replace(self, **changes: object) -> Settings:
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return Settings(**current)  # type: ignore[arg-type]
+
+    @property
+    def all_keys(self) -> tuple[str, ...]:
+        return (*self.api_keys, self.dev_key) if self.dev_key else self.api_keys
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or LOCAL_BOOTSTRAP
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            if f.name == "secret_fields":
+                continue
+            value = getattr(self, f.name)
+            if f.name in self.secret_fields and value:
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+def _parse(name: str, type_name: str, raw: str) -> object:
+    env_name = PREFIX + name.upper()
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name == "Path":
+            return Path(raw)
+        if type_name.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{env_name}={raw!r} is not a valid {type_name}") from exc
+    return raw

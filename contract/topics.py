@@ -1,0 +1,61 @@
+"""Topic names and their configuration. Names carry a prefix so several stacks can share a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = "easel"
+
+    @property
+    def requests(self) -> str:
+        """Job requests, keyed by job id. Partitions bound how many runners work at once."""
+        return f"{self.prefix}.jobs.requests"
+
+    @property
+    def events(self) -> str:
+        """Every event of every job (queued, started, progress, ..., completed), keyed by job id."""
+        return f"{self.prefix}.jobs.events"
+
+    @property
+    def state(self) -> str:
+        """Compacted: the latest `JobStatus` per job id. Views rebuild themselves from it."""
+        return f"{self.prefix}.jobs.state"
+
+    @property
+    def control(self) -> str:
+        """Commands to runners, such as cancel, keyed by job id."""
+        return f"{self.prefix}.jobs.control"
+
+    @property
+    def dead_letters(self) -> str:
+        """Messages that could not be parsed or validated, with the reason in a header."""
+        return f"{self.prefix}.jobs.dead-letters"
+
+    def specs(self, request_partitions: int) -> list[TopicSpec]:
+        week = str(7 * 24 * 3600 * 1000)
+        return [
+            TopicSpec(self.requests, request_partitions, {"retention.ms": week}),
+            TopicSpec(self.events, 1, {"retention.ms": week}),
+            TopicSpec(
+                self.state,
+                1,
+                {
+                    "cleanup.policy": "compact",
+                    # Small segments so the cleaner can compact before the default 7 days.
+                    "segment.ms": str(3600 * 1000),
+                    "min.cleanable.dirty.ratio": "0.1",
+                },
+            ),
+            TopicSpec(self.control, 1, {"retention.ms": str(24 * 3600 * 1000)}),
+            TopicSpec(self.dead_letters, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        ]

@@ -1,0 +1,109 @@
+"""`easel <command>`: the long-running processes and the tools. See `easel --help`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from contract.log import configure_logging
+from contract.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="easel", description="Event-driven SDXL text-to-image service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev", help="start Kafka (unless configured), the API and a runner; Ctrl-C stops all")
+    commands.add_parser("kafka", help="run the local Kafka broker in the foreground")
+    commands.add_parser("api", help="run the HTTP API")
+    commands.add_parser("runner", help="run a GPU runner")
+    commands.add_parser("topics", help="create Easel's topics (idempotent)")
+    commands.add_parser("schema", help="print the JSON Schema of the request message")
+    key_id = commands.add_parser("key-id", help="print the owner id of an API key (for Kafka producers)")
+    key_id.add_argument("key")
+    model = commands.add_parser("model", help="model tools")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    tiny = model_commands.add_parser("tiny", help="build the tiny random SDXL pipeline offline into DIR")
+    tiny.add_argument("dir", type=Path)
+
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    match args.command:
+        case "dev":
+            from easel.dev import run_dev
+
+            return run_dev(settings)
+        case "kafka":
+            return _run_kafka(settings)
+        case "api":
+            return _run_api(settings)
+        case "runner":
+            return _run_runner(settings)
+        case "topics":
+            from producers import ensure_topics
+
+            asyncio.run(ensure_topics(settings))
+            return 0
+        case "schema":
+            from contract.job import Job
+
+            print(json.dumps(Job.model_json_schema(), indent=2))
+            return 0
+        case "key-id":
+            from service.auth import key_id as compute_key_id
+
+            print(compute_key_id(args.key))
+            return 0
+        case "model":
+            from gpu_runner.tiny_model import save_tiny_sdxl
+
+            print(save_tiny_sdxl(args.dir))
+            return 0
+    return 2
+
+
+def _run_kafka(settings: Settings) -> int:
+    import signal
+
+    from easel.local_kafka import LocalKafka
+
+    broker = LocalKafka(settings.home)
+    broker.start()
+    print(f"Kafka ready at {broker.bootstrap}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    try:
+        assert broker.process is not None
+        return broker.process.wait()
+    except KeyboardInterrupt:
+        broker.stop()
+        return 0
+
+
+def _run_api(settings: Settings) -> int:
+    import uvicorn
+
+    from service import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _run_runner(settings: Settings) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from gpu_runner.pipeline import SDXLGenerator, resolve_model
+    from gpu_runner.runner import Runner
+
+    generator = SDXLGenerator(resolve_model(settings.model, settings.home), settings.device)
+    try:
+        asyncio.run(Runner(settings, generator).run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""A local single-node Apache Kafka (KRaft, broker + controller) on loopback, from Maven jars.
+
+`make` copies the jars into `<home>/kafka/libs` (see kafka/pom.xml). This module writes the
+configuration, formats the storage once, starts the JVM, waits until the broker answers, and
+stops it with SIGTERM (a controlled shutdown). A broker that dies while starting fails fast with
+the tail of its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaConnectionError
+
+REPO = Path(__file__).resolve().parent.parent
+LOG4J = REPO / "kafka" / "log4j.properties"
+START_TIMEOUT_S = 120.0
+
+SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data_dir}
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+auto.create.topics.enable=false
+num.recovery.threads.per.data.dir=1
+"""
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be started."""
+
+
+class LocalKafka:
+    def __init__(self, home: Path, port: int = 19092, controller_port: int = 19093) -> None:
+        self.root = home.resolve() / "kafka"
+        self.libs = self.root / "libs"
+        self.data_dir = self.root / f"data-{port}"
+        self.log_file = self.root / f"broker-{port}.log"
+        self.port = port
+        self.controller_port = controller_port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise BrokerError(f"no Kafka jars in {self.libs}: run `make install` first")
+        properties = self.root / f"server-{self.port}.properties"
+        properties.write_text(
+            SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, data_dir=self.data_dir)
+        )
+        self._java("kafka.tools.StorageTool", "format", "-t", self._cluster_id(), "-c", str(properties), "--ignore-formatted")
+        log = self.log_file.open("wb")
+        self.process = subprocess.Popen(
+            self._command("kafka.Kafka", str(properties), heap="-Xmx512m"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the broker cleanly
+        )
+        asyncio.run(self._wait_until_ready())
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    async def _wait_until_ready(self) -> None:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections are expected here
+        try:
+            await self._poll_until_ready()
+        finally:
+            logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+
+    async def _poll_until_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise BrokerError(f"Kafka exited with code {self.process.returncode}:\n{self.log_tail()}")
+            client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
+            try:
+                await client.bootstrap()
+                if client.cluster.brokers():
+                    return
+            except KafkaConnectionError:
+                pass
+            finally:
+                await client.close()
+            await asyncio.sleep(0.3)
+        self.stop()
+        raise BrokerError(f"Kafka did not answer within {START_TIMEOUT_S:g} s:\n{self.log_tail()}")
+
+    def _cluster_id(self) -> str:
+        """Made once per data folder: formatting again with another id is refused."""
+        path = self.root / f"cluster-id-{self.port}"
+        if not path.exists() or not (self.data_dir / "meta.properties").exists():
+            # Kafka's Uuid string form: 22 characters of URL-safe base64 without padding.
+            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+        return path.read_text().strip()
+
+    def _java(self, main: str, *args: str) -> None:
+        result = subprocess.run(self._command(main, *args, heap="-Xmx256m"), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BrokerError(f"{main} {args[0]} failed:\n{result.stdout}\n{result.stderr}")
+
+    def _command(self, main: str, *args: str, heap: str) -> list[str]:
+        return [
+            os.environ.get("JAVA", "java"),
+            heap,
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{LOG4J}",
+            f"-Dkafka.logs.dir={self.root / 'logs'}",
+            "-cp",
+            f"{self.libs}/*",  # expanded by the JVM, not the shell
+            main,
+            *args,
+        ]
+
+

@@ -1,0 +1,131 @@
+"""Running one job: started → progress per step → images in the blob store → one terminal event."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import structlog
+
+from contract.blobs import CONTENT_TYPES, BlobStore, image_key
+from contract.events import EventType
+from contract.job import MAX_SEED, Job
+from gpu_runner.cancellations import CancelWatcher
+from gpu_runner.encoding import encode_image
+from gpu_runner.pipeline import SDXLGenerator
+from producers.events import EventWriter
+
+log = structlog.get_logger(__name__)
+
+
+class JobStopped(Exception):
+    """Raised from the step callback to abort generation at once (the VAE decode is skipped too)."""
+
+    def __init__(self, event: EventType, reason: str) -> None:
+        super().__init__(reason)
+        self.event = event
+        self.reason = reason
+
+
+def choose_seeds(job: Job) -> list[int]:
+    """A1111's convention: image i uses seed + i; null or -1 draws a random base seed."""
+    base = random.randrange(MAX_SEED) if job.random_seed else job.seed
+    assert base is not None
+    return [(base + i) % (MAX_SEED + 1) for i in range(job.num_images)]
+
+
+class JobExecution:
+    def __init__(
+        self,
+        job: Job,
+        writer: EventWriter,
+        generator: SDXLGenerator,
+        blobs: BlobStore,
+        cancels: CancelWatcher,
+        runner_id: str,
+        timeout_s: float,
+    ) -> None:
+        self.job = job
+        self.writer = writer
+        self.generator = generator
+        self.blobs = blobs
+        self.cancels = cancels
+        self.runner_id = runner_id
+        self.timeout_s = min(timeout_s, job.execution_timeout_s or timeout_s)
+
+    async def run(self) -> EventType:
+        """Emit every event of one attempt at the job; return the terminal event emitted."""
+        job = self.job
+        if (stopped := self._stop_before_start()) is not None:
+            self.writer.emit(stopped.event, {"error": stopped.reason})
+            return stopped.event
+        self.writer.emit(EventType.STARTED, {"runner_id": self.runner_id})
+        seeds = choose_seeds(job)
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+
+        def on_step(step: int, total: int) -> None:  # runs in the generation thread
+            elapsed = time.monotonic() - started
+            rate = step / elapsed if elapsed > 0 else 0.0
+            progress = {
+                "step": step,
+                "total": total,
+                "fraction": round(step / total, 4),
+                "elapsed_s": round(elapsed, 4),
+                "eta_s": round((total - step) / rate, 4) if rate else 0.0,
+                "it_per_s": round(rate, 3),
+            }
+            loop.call_soon_threadsafe(self.writer.emit, EventType.PROGRESS, progress)
+            if self.cancels.is_cancelled(job.id):
+                raise JobStopped(EventType.CANCELLED, "cancelled by request")
+            if elapsed > self.timeout_s:
+                raise JobStopped(EventType.TIMED_OUT, f"execution exceeded {self.timeout_s:g} s")
+
+        try:
+            outputs = await asyncio.to_thread(self._generate_and_store, seeds, on_step)
+        except JobStopped as stop:
+            self.writer.emit(stop.event, {"error": stop.reason})
+            return stop.event
+        except Exception as exc:
+            log.exception("generation failed", job_id=job.id, track_id=job.track_id)
+            self.writer.emit(EventType.FAILED, {"error": _short_reason(exc)})
+            return EventType.FAILED
+        self.writer.emit(EventType.COMPLETED, {"outputs": outputs, "seeds": seeds})
+        return EventType.COMPLETED
+
+    def _stop_before_start(self) -> JobStopped | None:
+        job = self.job
+        if self.cancels.is_cancelled(job.id):
+            return JobStopped(EventType.CANCELLED, "cancelled before it started")
+        if job.ttl_s is not None and time.time() - job.created_at > job.ttl_s:
+            return JobStopped(EventType.TIMED_OUT, f"waited in the queue longer than its ttl of {job.ttl_s:g} s")
+        if job.model != "default":
+            return JobStopped(EventType.FAILED, f"unknown model {job.model!r}; configured: default")
+        return None
+
+    def _generate_and_store(self, seeds: list[int], on_step: Any) -> list[dict[str, Any]]:
+        job = self.job
+        images = self.generator.generate(job, seeds, on_step)
+        outputs = []
+        for index, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+            key = image_key(job.id, index, job.output_format)
+            self.blobs.put(key, encode_image(image, job.output_format))
+            outputs.append(
+                {
+                    "key": key,
+                    "content_type": CONTENT_TYPES[job.output_format],
+                    "width": image.width,
+                    "height": image.height,
+                    "seed": seed,
+                }
+            )
+        return outputs
+
+
+def _short_reason(exc: BaseException) -> str:
+    """What a client may see: the kind of failure, never a traceback or a path."""
+    if isinstance(exc, (MemoryError,)) or "out of memory" in str(exc).lower():
+        return "the runner ran out of memory for this job"
+    return f"generation failed ({type(exc).__name__})"

@@ -1,0 +1,85 @@
+"""Loading the SDXL pipeline and running one job through it, reporting every denoising step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+from diffusers import StableDiffusionXLPipeline
+from diffusers.utils import logging as diffusers_logging
+from PIL import Image
+
+from contract.job import Job
+from gpu_runner.samplers import build_scheduler
+from gpu_runner.tiny_model import is_saved_pipeline, save_tiny_sdxl
+
+log = structlog.get_logger(__name__)
+
+# Called with (step, total steps) after each user-visible denoising step; may raise to stop the job.
+StepCallback = Callable[[int, int], None]
+
+
+def resolve_model(model: str, home: Path) -> str:
+    """EASEL_MODEL, or the tiny random pipeline under EASEL_HOME (built on first use)."""
+    if model:
+        return model
+    tiny = home / "models" / "tiny-sdxl"
+    if not is_saved_pipeline(tiny):
+        log.info("building the tiny random SDXL pipeline", path=str(tiny))
+        save_tiny_sdxl(tiny)
+    return str(tiny)
+
+
+def pick_device(requested: str) -> tuple[str, torch.dtype]:
+    device = requested
+    if requested == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    # fp16 on a GPU; fp16 on a CPU is slow or unsupported, so fp32 there.
+    return device, torch.float16 if device.startswith("cuda") else torch.float32
+
+
+class SDXLGenerator:
+    """One pipeline per process, one job at a time: schedulers are stateful."""
+
+    def __init__(self, model: str, device: str = "auto") -> None:
+        self.device, dtype = pick_device(device)
+        log.info("loading pipeline", model=model, device=self.device, dtype=str(dtype))
+        diffusers_logging.disable_progress_bar()
+        self.pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=dtype, add_watermarker=False)
+        self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self._base_scheduler_config = self.pipe.scheduler.config
+
+    def generate(self, job: Job, seeds: list[int], on_step: StepCallback) -> list[Image.Image]:
+        pipe = self.pipe
+        pipe.scheduler = build_scheduler(self._base_scheduler_config, job.sampler, job.schedule)
+        # Second-order schedulers call back per sub-step; report A1111-style user steps.
+        order = getattr(pipe.scheduler, "order", 1)
+        last_step = 0
+
+        def step_end(p: Any, index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            nonlocal last_step
+            step = min(math.ceil((index + 1) / order), job.steps)
+            if step != last_step:
+                last_step = step
+                on_step(step, job.steps)
+            return kwargs
+
+        # CPU generators: a seed gives the same initial noise on a CPU test box and on a GPU.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        result = pipe(
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt or None,
+            width=job.width,
+            height=job.height,
+            num_inference_steps=job.steps,
+            guidance_scale=job.guidance,
+            num_images_per_prompt=len(seeds),
+            generator=generators,
+            callback_on_step_end=step_end,
+        )
+        return list(result.images)

@@ -1,0 +1,158 @@
+"""The runner process: consume job requests in a group, run each, write its outcome, then commit.
+
+At-least-once: the offset is committed only after the terminal event and status are acknowledged.
+A job redelivered after a crash resumes its seq from the state view; one that already ended is
+skipped, so each job has exactly one visible outcome. Generation runs in a worker thread, so the
+consumer keeps heartbeating through long jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from consumers.state_view import StateView
+from contract.blobs import BlobStore
+from contract.events import Event, EventType
+from contract.job import JOB_ID_PATTERN, Job
+from contract.lifecycle import advance, queued_status
+from contract.serialization import decode, encode, key
+from contract.settings import Settings
+from contract.states import JobState, JobStatus
+from contract.topics import Topics
+from gpu_runner.cancellations import CancelWatcher
+from gpu_runner.execution import JobExecution
+from gpu_runner.pipeline import SDXLGenerator
+from producers import ensure_topics, open_producer, send_dead_letter
+from producers.events import EventWriter
+
+log = structlog.get_logger(__name__)
+GROUP_ID = "easel-runners"
+
+
+class Runner:
+    def __init__(self, settings: Settings, generator: SDXLGenerator) -> None:
+        self.settings = settings
+        self.generator = generator
+        self.topics = Topics(settings.topic_prefix)
+        self.runner_id = settings.runner_id or f"{socket.gethostname()}-{id(self):x}"
+        self.blobs = BlobStore(settings.blob_dir)
+        self.view = StateView(settings)
+        self.cancels = CancelWatcher(settings)
+
+    async def run(self) -> None:
+        await ensure_topics(self.settings)
+        producer = await open_producer(self.settings, f"easel-runner-{self.runner_id}")
+        consumer = AIOKafkaConsumer(
+            self.topics.requests,
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=GROUP_ID,
+            client_id=f"easel-runner-{self.runner_id}",
+            # Static membership: a runner restarted under the same id gets its partitions back at once.
+            group_instance_id=self.settings.runner_id or None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=1,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            # Checked client-side between polls: a job may take up to its timeout.
+            max_poll_interval_ms=int(self.settings.job_timeout_s * 1000) + 60_000,
+        )
+        try:
+            await self.view.start()
+            await self.cancels.start()
+            await consumer.start()
+            log.info("runner ready", runner_id=self.runner_id, device=self.generator.device)
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=1)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self.handle(producer, record)
+                        await _commit(consumer, tp, record.offset + 1)
+        finally:
+            await consumer.stop()
+            await self.cancels.stop()
+            await self.view.stop()
+            await producer.stop()
+
+    async def handle(self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            job = decode(Job, record.value or b"")
+        except (ValidationError, ValueError) as exc:
+            await self._reject(producer, record, exc)
+            return
+        with structlog.contextvars.bound_contextvars(job_id=job.id, track_id=job.track_id):
+            await self.view.sync()  # read-your-writes: see any outcome an earlier attempt wrote
+            status = self.view.get(job.id) or queued_status(job, job.created_at)
+            if status.is_terminal:
+                log.info("job already finished, skipping redelivery", state=status.state)
+                return
+            writer = EventWriter(producer, self.topics, status)
+            try:
+                execution = JobExecution(
+                    job, writer, self.generator, self.blobs, self.cancels, self.runner_id, self.settings.job_timeout_s
+                )
+                outcome = await execution.run()
+                await writer.flush()
+            finally:
+                await writer.close()
+            log.info("job finished", outcome=outcome, seq=writer.status.seq)
+
+    async def _reject(self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """A message that is not a valid job: dead-letter it and, if it names a job, fail that job."""
+        reason = _describe(exc)
+        log.warning("invalid job message dead-lettered", reason=reason, offset=record.offset)
+        await send_dead_letter(producer, self.topics, record, reason)
+        job_id, owner = _identify(record.value or b"")
+        if job_id is None:
+            return
+        await self.view.sync()
+        current = self.view.get(job_id)
+        if current is not None and current.is_terminal:
+            return
+        status = current or JobStatus(
+            job_id=job_id, owner=owner, state=JobState.IN_QUEUE, seq=0, updated_at=0, created_at=0
+        )
+        failed = Event(job_id=job_id, seq=status.seq + 1, type=EventType.FAILED, data={"error": reason})
+        final = advance(status, failed)
+        await asyncio.gather(
+            await producer.send(self.topics.events, encode(failed), key=key(job_id)),
+            await producer.send(self.topics.state, encode(final), key=key(job_id)),
+        )
+
+
+async def _commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    try:
+        await consumer.commit({tp: offset})
+    except CommitFailedError:
+        # The group rebalanced: the job may be redelivered, and will then be skipped as finished.
+        log.warning("offset commit failed after a rebalance", partition=tp.partition, offset=offset)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()[:5]]
+        return "invalid job: " + "; ".join(problems)
+    return "invalid job: not a JSON object"
+
+
+def _identify(raw: bytes) -> tuple[str | None, str]:
+    """The job id and owner of a message that failed validation, when it has usable ones."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, ""
+    if not isinstance(data, dict):
+        return None, ""
+    job_id, owner = data.get("id"), data.get("owner")
+    if not isinstance(job_id, str) or not re.match(JOB_ID_PATTERN, job_id):
+        return None, ""
+    return job_id, owner if isinstance(owner, str) and owner else "unknown"

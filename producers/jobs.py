@@ -1,0 +1,48 @@
+"""Submitting jobs: the status and `queued` event first, then the request, each acknowledged by Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from contract.events import Event, EventType
+from contract.job import Job
+from contract.lifecycle import queued_status
+from contract.serialization import encode, key
+from contract.states import JobStatus
+from contract.topics import Topics
+from producers.errors import KafkaUnavailable
+
+log = structlog.get_logger(__name__)
+
+
+class JobProducer:
+    def __init__(self, producer: AIOKafkaProducer, topics: Topics, timeout_s: float) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._timeout_s = timeout_s
+
+    async def submit(self, job: Job) -> JobStatus:
+        """Return once Kafka acknowledged the job; raise KafkaUnavailable otherwise.
+
+        The IN_QUEUE status is written before the request, so it can never land after a runner's
+        IN_PROGRESS and overwrite it on the compacted state topic.
+        """
+        now = time.time()
+        status = queued_status(job, now)
+        queued = Event(job_id=job.id, seq=0, type=EventType.QUEUED, ts=now)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                state_ack = await self._producer.send(self._topics.state, encode(status), key=key(job.id))
+                event_ack = await self._producer.send(self._topics.events, encode(queued), key=key(job.id))
+                await asyncio.gather(state_ack, event_ack)
+                await (await self._producer.send(self._topics.requests, encode(job), key=key(job.id)))
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("submit failed", job_id=job.id, track_id=job.track_id, error=repr(exc))
+            raise KafkaUnavailable("Kafka did not acknowledge the job in time") from exc
+        log.info("job submitted", job_id=job.id, track_id=job.track_id, owner=job.owner)
+        return status

@@ -1,0 +1,34 @@
+"""Create Easel's topics idempotently, with explicit configs."""
+
+from __future__ import annotations
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from contract.settings import Settings
+from contract.topics import Topics
+
+TOPIC_ALREADY_EXISTS = 36
+log = structlog.get_logger(__name__)
+
+
+async def ensure_topics(settings: Settings) -> None:
+    topics = Topics(settings.topic_prefix)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="easel-admin")
+    await admin.start()
+    try:
+        wanted = topics.specs(settings.request_partitions)
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in wanted if spec.name not in existing]
+        if not missing:
+            return
+        response = await admin.create_topics(
+            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor, topic_configs=s.configs) for s in missing]
+        )
+        # create_topics does not raise on per-topic failures: inspect every one.
+        for name, code, message in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                raise RuntimeError(f"could not create topic {name}: error {code} {message}")
+        log.info("topics created", topics=[s.name for s in missing])
+    finally:
+        await admin.close()

@@ -1,0 +1,114 @@
+"""The native API: submit a job, read its status (optionally waiting), download its images, cancel it."""
+
+from __future__ import annotations
+
+import structlog
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from contract.blobs import BlobStore
+from contract.control import ControlCommand
+from contract.job import Job, JobSpec, WebhookSpec, new_job_id
+from contract.serialization import encode, key
+from contract.states import JobStatus
+from producers import KafkaUnavailable
+from service.errors import ApiError, validation_error
+from service.rendering import job_url, render_status
+from service.requests import bounded_float, json_object
+from service.state import AppState
+
+log = structlog.get_logger(__name__)
+SUBMIT_ONLY_FIELDS = ("key", "webhook", "track_id")
+
+
+async def submit_job(request: Request) -> Response:
+    app: AppState = request.app.state.easel
+    body = await json_object(request)
+    owner = app.keys.authenticate(request, body)
+    spec_fields = {k: v for k, v in body.items() if k not in SUBMIT_ONLY_FIELDS}
+    try:
+        spec = JobSpec.model_validate(spec_fields)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    try:
+        webhook = _webhook(body)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix="webhook") from None
+    if spec.model not in app.model_names:
+        raise ApiError(
+            422, "invalid_request", f"model: must be one of: {', '.join(app.model_names)}", field="model"
+        )
+    job = Job(**spec.model_dump(), id=new_job_id(), owner=owner, webhook=webhook, dialect="native")
+    try:
+        status = await app.kafka.jobs.submit(job)
+    except KafkaUnavailable:
+        raise _unavailable() from None
+    body_out = render_status(status, app.settings.base_url)
+    return JSONResponse(body_out, status_code=202, headers={"Location": job_url(app.settings.base_url, job.id)})
+
+
+async def get_job(request: Request) -> Response:
+    app: AppState = request.app.state.easel
+    owner = app.keys.authenticate(request)
+    wait_s = bounded_float(request, "wait", 0.0, app.settings.max_wait_s)
+    status = _owned_status(app, request.path_params["job_id"], owner)
+    if wait_s and not status.is_terminal:
+        status = await app.kafka.view.wait_for(status.job_id, lambda s: s.is_terminal, wait_s) or status
+    return JSONResponse(render_status(status, app.settings.base_url))
+
+
+async def get_image(request: Request) -> Response:
+    app: AppState = request.app.state.easel
+    owner = app.keys.authenticate(request)
+    status = _owned_status(app, request.path_params["job_id"], owner)
+    index: int = request.path_params["index"]
+    if index >= len(status.outputs):
+        raise ApiError(404, "not_found", f"job {status.job_id} has no image {index} (yet)", field="index")
+    output = status.outputs[index]
+    data = BlobStore(app.settings.blob_dir).get(output.key)
+    if data is None:
+        raise ApiError(404, "not_found", "this image is no longer stored", field="index")
+    return Response(data, media_type=output.content_type, headers={"Cache-Control": "private, max-age=86400"})
+
+
+async def cancel_job(request: Request) -> Response:
+    """Ask the runners to stop the job. It ends CANCELLED unless it finished first."""
+    app: AppState = request.app.state.easel
+    owner = app.keys.authenticate(request)
+    status = _owned_status(app, request.path_params["job_id"], owner)
+    if not status.is_terminal:
+        command = ControlCommand(job_id=status.job_id, action="cancel")
+        try:
+            producer = app.kafka.producer
+            assert producer is not None
+            await (await producer.send(app.kafka.topics.control, encode(command), key=key(status.job_id)))
+        except Exception:
+            raise _unavailable() from None
+    return JSONResponse(render_status(status, app.settings.base_url), status_code=202)
+
+
+def _owned_status(app: AppState, job_id: str, owner: str) -> JobStatus:
+    try:
+        status = app.kafka.view.get(job_id)
+    except KafkaUnavailable:
+        raise _unavailable() from None
+    if status is None or status.owner != owner:  # another key's job does not exist for this key
+        raise ApiError(404, "not_found", f"no job {job_id}", field="job_id")
+    return status
+
+
+def _webhook(body: dict[str, object]) -> WebhookSpec | None:
+    webhook = body.get("webhook")
+    if webhook is None:
+        return None
+    if isinstance(webhook, str):  # the common shorthand: a URL plus a top-level track_id
+        return WebhookSpec.model_validate({"url": webhook, "track_id": body.get("track_id")})
+    return WebhookSpec.model_validate(webhook)
+
+
+def _unavailable() -> ApiError:
+    return ApiError(
+        503, "kafka_unavailable", "the job queue (Kafka) is unavailable; nothing was queued, retry later",
+        headers={"Retry-After": "5"},
+    )

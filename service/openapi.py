@@ -1,0 +1,130 @@
+"""GET /openapi.json: every route of the API, with the request schema taken from the contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from contract.job import JobSpec, WebhookSpec
+
+_AUTH = [{"bearer": []}]
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ERRORS = {
+    "401": {"description": "missing or invalid API key", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+    "404": {"description": "no such job for this key", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+    "503": {"description": "Kafka is unavailable; nothing was queued", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+}
+_STATUS = {"application/json": {"schema": {"$ref": "#/components/schemas/JobStatus"}}}
+
+
+def build_spec() -> dict[str, Any]:
+    submit_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    submit_schema["properties"]["webhook"] = {
+        "description": "a URL, or an object {url, track_id, events}",
+        "anyOf": [{"type": "string", "format": "uri"}, {"$ref": "#/components/schemas/WebhookSpec"}],
+    }
+    submit_schema["properties"]["track_id"] = {"type": "string", "description": "echoed in webhook deliveries"}
+    submit_schema["properties"]["key"] = {"type": "string", "description": "API key, if not sent as a Bearer token"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Easel", "version": "0.1.0", "description": "Event-driven SDXL text-to-image service."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "JobRequest": submit_schema,
+                "WebhookSpec": WebhookSpec.model_json_schema(),
+                "JobStatus": _job_status_schema(),
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "field": {"type": "string"},
+                                "details": {"type": "array", "items": {"type": "object"}},
+                            },
+                            "required": ["code", "message"],
+                        }
+                    },
+                },
+            },
+        },
+        "paths": {
+            "/v1/jobs": {
+                "post": {
+                    "summary": "Submit a job; answers 202 once Kafka acknowledged it",
+                    "security": _AUTH,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}}},
+                    "responses": {
+                        "202": {"description": "queued", "content": _STATUS},
+                        "400": {"description": "malformed JSON"},
+                        "422": {"description": "a field breaks a rule; `error.field` names it"},
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/jobs/{job_id}": {
+                "get": {
+                    "summary": "The job's state, timings, progress and outputs (fetch_result)",
+                    "security": _AUTH,
+                    "parameters": [
+                        _JOB_ID,
+                        {"name": "wait", "in": "query", "description": "seconds to wait for a terminal state", "schema": {"type": "number", "minimum": 0, "maximum": 60}},
+                    ],
+                    "responses": {"200": {"description": "status", "content": _STATUS}, **_ERRORS},
+                }
+            },
+            "/v1/jobs/{job_id}/images/{index}": {
+                "get": {
+                    "summary": "One output image",
+                    "security": _AUTH,
+                    "parameters": [_JOB_ID, {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+                    "responses": {"200": {"description": "the image", "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}, **_ERRORS},
+                }
+            },
+            "/v1/jobs/{job_id}/cancel": {
+                "post": {
+                    "summary": "Ask the runners to stop the job",
+                    "security": _AUTH,
+                    "parameters": [_JOB_ID],
+                    "responses": {"202": {"description": "cancel requested", "content": _STATUS}, **_ERRORS},
+                }
+            },
+            "/health": {"get": {"summary": "200 when connected to Kafka, 503 when not", "responses": {"200": {"description": "ok"}, "503": {"description": "degraded"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        },
+    }
+
+
+def _job_status_schema() -> dict[str, Any]:
+    nullable_number = {"type": ["number", "null"]}
+    return {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "state": {"enum": ["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]},
+            "seq": {"type": "integer"},
+            "created_at": {"type": "number"},
+            "started_at": nullable_number,
+            "finished_at": nullable_number,
+            "delay_ms": {"type": ["integer", "null"]},
+            "execution_ms": {"type": ["integer", "null"]},
+            "attempt": {"type": "integer"},
+            "progress": {"type": ["object", "null"]},
+            "outputs": {"type": "array", "items": {"type": "object"}},
+            "seeds": {"type": "array", "items": {"type": "integer"}},
+            "error": {"type": ["string", "null"]},
+            "track_id": {"type": "string"},
+            "links": {"type": "object"},
+        },
+        "required": ["id", "state"],
+    }
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)

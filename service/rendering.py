@@ -1,0 +1,52 @@
+"""The native API's JSON for a job status. (Other dialects render their own; see DESIGN.md.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contract.states import JobStatus
+
+
+def job_url(base_url: str, job_id: str) -> str:
+    return f"{base_url}/v1/jobs/{job_id}"
+
+
+def image_url(base_url: str, job_id: str, index: int) -> str:
+    return f"{job_url(base_url, job_id)}/images/{index}"
+
+
+def render_status(status: JobStatus, base_url: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": status.job_id,
+        "state": status.state.value,
+        "seq": status.seq,
+        "created_at": status.created_at,
+        "started_at": status.started_at,
+        "finished_at": status.finished_at,
+        "delay_ms": _ms(status.started_at, status.created_at),
+        "execution_ms": _ms(status.finished_at, status.started_at),
+        "attempt": status.attempt,
+        "progress": status.progress.model_dump() if status.progress else None,
+        "outputs": [
+            {
+                "url": image_url(base_url, status.job_id, index),
+                "content_type": output.content_type,
+                "width": output.width,
+                "height": output.height,
+                "seed": output.seed,
+            }
+            for index, output in enumerate(status.outputs)
+        ],
+        "seeds": status.seeds,
+        "error": status.error,
+        "links": {"self": job_url(base_url, status.job_id)},
+    }
+    if status.track_id is not None:
+        body["track_id"] = status.track_id
+    return body
+
+
+def _ms(end: float | None, start: float | None) -> int | None:
+    if end is None or start is None:
+        return None
+    return max(0, round((end - start) * 1000))
