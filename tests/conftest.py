@@ -1,0 +1,61 @@
+"""Session fixtures: one real Kafka broker, the tiny SDXL model, and one API + runner stack."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from contract.settings import Settings
+from easel.local_kafka import LocalKafka
+from gpu_runner.pipeline import resolve_model
+from tests.processes import REPO, Stack, make_stack
+
+TEST_KAFKA_PORT = 29092
+HOME = REPO / ".easel"
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[LocalKafka]:
+    broker = LocalKafka(HOME, port=TEST_KAFKA_PORT, controller_port=TEST_KAFKA_PORT + 1)
+    shutil.rmtree(broker.data_dir, ignore_errors=True)  # a fresh broker for every run
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    return resolve_model("", HOME)
+
+
+@pytest.fixture(scope="session")
+def stack(kafka: LocalKafka, tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = make_stack(kafka.bootstrap, tmp_path_factory.mktemp("stack"), "main", HOME)
+    stack.start_api()
+    runner = stack.start_runner()
+    runner.wait_for_output("runner ready")
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def settings(stack: Stack) -> Settings:
+    return Settings.from_env(stack.env)
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {stack.key}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def job_spec() -> dict[str, object]:
+    """Small and fast on a CPU with the tiny model."""
+    return {"prompt": "a lighthouse at dusk", "width": 128, "height": 96, "steps": 4, "seed": 7}

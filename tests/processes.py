@@ -1,0 +1,123 @@
+"""Easel's processes as the tests run them: real subprocesses of `easel api` and `easel runner`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EaselProcess:
+    """One `easel <command>` subprocess, its output in a log file the test can wait on."""
+
+    def __init__(self, command: str, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "easel.cli", command], env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout_s: float = 90.0, after: int = 0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in self.output()[after:]:
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"process exited ({self.process.returncode}):\n{self.output()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"no {text!r} within {timeout_s} s:\n{self.output()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no commit, exactly what a crash looks like."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+@dataclass
+class Stack:
+    """An API and a runner on their own topic prefix, so stacks never see each other's jobs."""
+
+    env: dict[str, str]
+    workdir: Path
+    port: int
+    key: str
+    processes: list[EaselProcess] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def prefix(self) -> str:
+        return self.env["EASEL_TOPIC_PREFIX"]
+
+    def start_api(self) -> EaselProcess:
+        api = EaselProcess("api", self.env, self.workdir / "api.log")
+        self.processes.append(api)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                    return api
+            except httpx.TransportError:
+                pass
+            if api.process.poll() is not None:
+                raise RuntimeError(api.output()[-3000:])
+            time.sleep(0.2)
+        raise TimeoutError(f"API not healthy:\n{api.output()[-3000:]}")
+
+    def start_runner(self, runner_id: str = "runner-0") -> EaselProcess:
+        runner = EaselProcess("runner", {**self.env, "EASEL_RUNNER_ID": runner_id}, self.workdir / f"{runner_id}.log")
+        self.processes.append(runner)
+        return runner
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+def make_stack(bootstrap: str, workdir: Path, prefix: str, home: Path) -> Stack:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    key = f"test-key-{prefix}"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "EASEL_KAFKA_BOOTSTRAP": bootstrap,
+        "EASEL_TOPIC_PREFIX": prefix,
+        "EASEL_PORT": str(port),
+        "EASEL_HOME": str(home),
+        "EASEL_BLOB_DIR": str(workdir / "blobs"),
+        "EASEL_API_KEYS": f"{key},other-key-{prefix}",
+        "EASEL_LOG_FORMAT": "json",
+        "EASEL_SUBMIT_TIMEOUT_S": "3",
+    }
+    return Stack(env=env, workdir=workdir, port=port, key=key)
