@@ -79,13 +79,14 @@ class Stack:
     def prefix(self) -> str:
         return self.env["EASEL_TOPIC_PREFIX"]
 
-    def start_api(self) -> EaselProcess:
+    def start_api(self, healthy: bool = True) -> EaselProcess:
+        """Start the API; wait until /health says 200 (or, with healthy=False, until it answers at all)."""
         api = EaselProcess("api", self.env, self.workdir / "api.log")
         self.processes.append(api)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200 or not healthy:
                     return api
             except httpx.TransportError:
                 pass
