@@ -43,6 +43,7 @@ class StateView:
             client_id="easel-state-view",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
         )
         await consumer.start()
         self._consumer = consumer

@@ -26,6 +26,8 @@ class Settings:
     topic_prefix: str = "easel"
     request_partitions: int = 4
     replication_factor: int = 1
+    # Longest a consumer's fetch waits at the broker for new data; bounds the latency tail we measured.
+    fetch_max_wait_ms: int = 100
     # Where the local broker, the tiny model and the blobs live.
     home: Path = Path(".easel")
     blob_dir: Path = Path(".easel/blobs")

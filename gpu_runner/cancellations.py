@@ -35,6 +35,7 @@ class CancelWatcher:
             client_id="easel-runner-control",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._follow())

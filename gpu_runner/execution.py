@@ -84,7 +84,7 @@ class JobExecution:
                 raise JobStopped(EventType.TIMED_OUT, f"execution exceeded {self.timeout_s:g} s")
 
         try:
-            outputs = await asyncio.to_thread(self._generate_and_store, seeds, on_step)
+            outputs = await self.generator.run_in_thread(self._generate_and_store, seeds, on_step)
         except JobStopped as stop:
             self.writer.emit(stop.event, {"error": stop.reason})
             return stop.event

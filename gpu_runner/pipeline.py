@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 import torch
@@ -19,6 +21,7 @@ from gpu_runner.tiny_model import is_saved_pipeline, save_tiny_sdxl
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
 # Called with (step, total steps) after each user-visible denoising step; may raise to stop the job.
 StepCallback = Callable[[int, int], None]
 
@@ -53,6 +56,15 @@ class SDXLGenerator:
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self._base_scheduler_config = self.pipe.scheduler.config
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-generate")
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the generator's one worker thread, off the event loop.
+
+        Always the same thread: torch's OpenMP worker pool belongs to the calling thread, and a new
+        thread per job (asyncio.to_thread) would build a new pool each time, slowing every job.
+        """
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def generate(self, job: Job, seeds: list[int], on_step: StepCallback) -> list[Image.Image]:
         pipe = self.pipe

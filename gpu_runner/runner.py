@@ -14,7 +14,7 @@ import socket
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
@@ -47,12 +47,13 @@ class Runner:
         self.blobs = BlobStore(settings.blob_dir)
         self.view = StateView(settings)
         self.cancels = CancelWatcher(settings)
+        # Set when partitions are (re)assigned: their jobs may carry an earlier attempt's writes.
+        self._assigned = asyncio.Event()
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
         producer = await open_producer(self.settings, f"easel-runner-{self.runner_id}")
         consumer = AIOKafkaConsumer(
-            self.topics.requests,
             bootstrap_servers=self.settings.bootstrap,
             group_id=GROUP_ID,
             client_id=f"easel-runner-{self.runner_id}",
@@ -61,11 +62,13 @@ class Runner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=1,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             # Checked client-side between polls: a job may take up to its timeout.
             max_poll_interval_ms=int(self.settings.job_timeout_s * 1000) + 60_000,
         )
+        consumer.subscribe([self.topics.requests], listener=_OnAssign(self._assigned))
         try:
             await self.view.start()
             await self.cancels.start()
@@ -90,8 +93,7 @@ class Runner:
             await self._reject(producer, record, exc)
             return
         with structlog.contextvars.bound_contextvars(job_id=job.id, track_id=job.track_id):
-            await self.view.sync()  # read-your-writes: see any outcome an earlier attempt wrote
-            status = self.view.get(job.id) or queued_status(job, job.created_at)
+            status = await self._current_status(job)
             if status.is_terminal:
                 log.info("job already finished, skipping redelivery", state=status.state)
                 return
@@ -105,6 +107,19 @@ class Runner:
             finally:
                 await writer.close()
             log.info("job finished", outcome=outcome, seq=writer.status.seq)
+
+    async def _current_status(self, job: Job) -> JobStatus:
+        """The job's latest status, including anything an earlier attempt at it wrote.
+
+        A job is only redelivered after its partition moved (a rebalance, a restart), so an earlier
+        attempt's writes can only be missing from the view for partitions assigned since the last
+        barrier: only then wait for the view to catch up. Otherwise the view is used as it is; a
+        job not in it yet has no earlier attempt and starts from IN_QUEUE, seq 0.
+        """
+        if self._assigned.is_set():
+            self._assigned.clear()
+            await self.view.sync()
+        return self.view.get(job.id) or queued_status(job, job.created_at)
 
     async def _reject(self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
         """A message that is not a valid job: dead-letter it and, if it names a job, fail that job."""
@@ -127,6 +142,17 @@ class Runner:
             await producer.send(self.topics.events, encode(failed), key=key(job_id)),
             await producer.send(self.topics.state, encode(final), key=key(job_id)),
         )
+
+
+class _OnAssign(ConsumerRebalanceListener):
+    def __init__(self, assigned: asyncio.Event) -> None:
+        self._assigned = assigned
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._assigned.set()
 
 
 async def _commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:

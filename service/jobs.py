@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,7 +55,7 @@ async def get_job(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
     wait_s = bounded_float(request, "wait", 0.0, app.settings.max_wait_s)
-    status = _owned_status(app, request.path_params["job_id"], owner)
+    status = await _owned_status(app, request.path_params["job_id"], owner)
     if wait_s and not status.is_terminal:
         status = await app.kafka.view.wait_for(status.job_id, lambda s: s.is_terminal, wait_s) or status
     return JSONResponse(render_status(status, app.settings.base_url))
@@ -61,7 +64,7 @@ async def get_job(request: Request) -> Response:
 async def get_image(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    status = _owned_status(app, request.path_params["job_id"], owner)
+    status = await _owned_status(app, request.path_params["job_id"], owner)
     index: int = request.path_params["index"]
     if index >= len(status.outputs):
         raise ApiError(404, "not_found", f"job {status.job_id} has no image {index} (yet)", field="index")
@@ -76,7 +79,7 @@ async def cancel_job(request: Request) -> Response:
     """Ask the runners to stop the job. It ends CANCELLED unless it finished first."""
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    status = _owned_status(app, request.path_params["job_id"], owner)
+    status = await _owned_status(app, request.path_params["job_id"], owner)
     if not status.is_terminal:
         command = ControlCommand(job_id=status.job_id, action="cancel")
         try:
@@ -88,10 +91,14 @@ async def cancel_job(request: Request) -> Response:
     return JSONResponse(render_status(status, app.settings.base_url), status_code=202)
 
 
-def _owned_status(app: AppState, job_id: str, owner: str) -> JobStatus:
+async def _owned_status(app: AppState, job_id: str, owner: str) -> JobStatus:
     try:
-        status = app.kafka.view.get(job_id)
-    except KafkaUnavailable:
+        view = app.kafka.view
+        if (status := view.get(job_id)) is None:
+            # Read-your-writes: a job submitted a moment ago may not have reached this view yet.
+            await asyncio.wait_for(view.sync(), app.settings.submit_timeout_s)
+            status = view.get(job_id)
+    except (KafkaUnavailable, KafkaError, TimeoutError):
         raise _unavailable() from None
     if status is None or status.owner != owner:  # another key's job does not exist for this key
         raise ApiError(404, "not_found", f"no job {job_id}", field="job_id")
