@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import statistics
+from collections import defaultdict
 import subprocess
 import sys
 import tempfile
@@ -65,13 +66,20 @@ def start_stack(bootstrap: str, workdir: Path, port: int) -> list[subprocess.Pop
     ]
 
 
-def full_run(client: httpx.Client) -> float:
-    started = time.perf_counter()
+def full_run(client: httpx.Client, parts: dict[str, list[float]] | None = None) -> float:
+    """One job through the whole path; `parts` collects where its time went (same clock on one machine)."""
+    started, wall = time.perf_counter(), time.time()
     job_id = client.post("/v1/jobs", json=SPEC).json()["id"]
+    submitted = time.time()
     status = client.get(f"/v1/jobs/{job_id}", params={"wait": 60}).json()
-    elapsed = time.perf_counter() - started
+    elapsed, received = time.perf_counter() - started, time.time()
     if status["state"] != "COMPLETED":
         raise RuntimeError(f"job ended {status['state']}: {status.get('error')}")
+    if parts is not None:
+        parts["submit (POST until Kafka acked)"].append(submitted - wall)
+        parts["queue (created until runner started)"].append(status["started_at"] - status["created_at"])
+        parts["execution (started until completed event)"].append(status["finished_at"] - status["started_at"])
+        parts["notify (completed event until client has it)"].append(received - status["finished_at"])
     return elapsed
 
 
@@ -98,9 +106,10 @@ def main() -> None:
                 bare_run()
                 full_run(client)
             bare, full = [], []
+            parts: dict[str, list[float]] = defaultdict(list)
             for _ in range(RUNS):
                 bare.append(bare_run())
-                full.append(full_run(client))
+                full.append(full_run(client, parts))
     finally:
         for process in processes:
             process.terminate()
@@ -118,6 +127,7 @@ def main() -> None:
         "bare_diffusers": summary(bare),
         "full_path": summary(full),
         "overhead": summary(overhead),
+        "full_path_parts": {name: summary(values) for name, values in parts.items()},
         "goal": {"overhead_p50_ms": 15, "overhead_p99_ms": 60},
     }
     print(json.dumps(result, indent=2))

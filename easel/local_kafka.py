@@ -131,8 +131,7 @@ class LocalKafka:
         """Made once per data folder: formatting again with another id is refused."""
         path = self.root / f"cluster-id-{self.port}"
         if not path.exists() or not (self.data_dir / "meta.properties").exists():
-            # Kafka's Uuid string form: 22 characters of URL-safe base64 without padding.
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+            path.write_text(_new_cluster_id())
         return path.read_text().strip()
 
     def _java(self, main: str, *args: str) -> None:
@@ -156,3 +155,13 @@ class LocalKafka:
         ]
 
 
+
+
+def _new_cluster_id() -> str:
+    """Kafka's Uuid string form: 22 characters of URL-safe base64 without padding.
+
+    Like Kafka's own generator, never one starting with '-', which the tool would read as an option.
+    """
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"):
+        pass
+    return cluster_id
