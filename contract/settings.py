@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 PREFIX = "EASEL_"
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
+SECRET_FIELDS = ("api_keys", "dev_key")  # shown as *** in repr, so settings can be logged
 
 
 class SettingsError(ValueError):
@@ -47,15 +48,12 @@ class Settings:
     # Logging.
     log_format: str = "console"
     log_level: str = "info"
-    secret_fields: tuple[str, ...] = field(default=("api_keys", "dev_key"), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f in fields(cls):
-            if f.name == "secret_fields":
-                continue
             raw = env.get(PREFIX + f.name.upper())
             if raw is None or raw == "":
                 continue
@@ -85,10 +83,8 @@ class Settings:
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):
-            if f.name == "secret_fields":
-                continue
             value = getattr(self, f.name)
-            if f.name in self.secret_fields and value:
+            if f.name in SECRET_FIELDS and value:
                 value = "***"
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"

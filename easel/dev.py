@@ -28,6 +28,10 @@ def dev_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_dev(settings: Settings) -> int:
     broker = None
     if not settings.kafka_bootstrap:
@@ -43,7 +47,7 @@ def run_dev(settings: Settings) -> int:
     ]
     print(f"\n  Easel API   {settings.base_url}\n  API key     {key}\n  Kafka       {settings.bootstrap}\n", flush=True)
     print("  Ctrl-C stops everything.\n", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops everything as Ctrl-C does
     code = 0
     try:
         while all(p.poll() is None for p in processes):
