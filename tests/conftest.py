@@ -12,19 +12,20 @@ import pytest
 from contract.settings import Settings
 from easel.local_kafka import LocalKafka
 from gpu_runner.pipeline import resolve_model
-from tests.processes import REPO, Stack, make_stack
+from tests.processes import REPO, Stack, free_port, make_stack
 
-TEST_KAFKA_PORT = 29092
 HOME = REPO / ".easel"
 
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[LocalKafka]:
-    broker = LocalKafka(HOME, port=TEST_KAFKA_PORT, controller_port=TEST_KAFKA_PORT + 1)
+    # Free ports, so test sessions (and a `make run`) can share the machine.
+    broker = LocalKafka(HOME, port=free_port(), controller_port=free_port())
     shutil.rmtree(broker.data_dir, ignore_errors=True)  # a fresh broker for every run
     broker.start()
     yield broker
     broker.stop()
+    shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
