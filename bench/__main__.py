@@ -1,6 +1,9 @@
 """`make bench`: every benchmark, one after the other. Results are printed and saved under bench/results/."""
 
-from bench.overhead import main
+from bench import overhead, previews, streams, webhooks
 
 if __name__ == "__main__":
-    main()
+    overhead.main()
+    webhooks.main()
+    streams.main()
+    previews.main()

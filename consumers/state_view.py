@@ -67,6 +67,9 @@ class StateView:
     def get(self, job_id: str) -> JobStatus | None:
         return self._statuses.get(job_id)
 
+    def statuses(self) -> list[JobStatus]:
+        return list(self._statuses.values())
+
     def __len__(self) -> int:
         return len(self._statuses)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
@@ -27,6 +27,7 @@ SAMPLERS = (
     "DPM++ 2M",
     "DPM++ 2M SDE",
     "DPM++ 2S a",
+    "DPM++ SDE",
     "DDIM",
     "UniPC",
 )
@@ -110,6 +111,9 @@ class Job(JobSpec):
     created_at: float = Field(default_factory=time.time)
     webhook: WebhookSpec | None = None
     dialect: str = Field(default="native", max_length=32)
+    client_input: dict[str, Any] | None = Field(
+        default=None, description="the request as the client sent it, echoed by dialects that do so (RunPod)"
+    )
 
     @property
     def track_id(self) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contract.events import Event, EventType
-from contract.job import Job
+from contract.job import Job, JobSpec
 from contract.states import JobState, JobStatus, Output, Progress
 
 
@@ -28,6 +28,8 @@ def queued_status(job: Job, ts: float) -> JobStatus:
         created_at=job.created_at,
         track_id=job.track_id,
         dialect=job.dialect,
+        spec=job.model_dump(mode="json", include=set(JobSpec.model_fields)),
+        client_input=job.client_input,
     )
 
 

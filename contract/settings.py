@@ -13,7 +13,8 @@ from pathlib import Path
 
 PREFIX = "EASEL_"
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
-SECRET_FIELDS = ("api_keys", "dev_key")  # shown as *** in repr, so settings can be logged
+# Shown as *** in repr, so settings can be logged.
+SECRET_FIELDS = ("api_keys", "dev_key", "url_secret", "webhook_secret", "webhook_key_secrets")
 
 
 class SettingsError(ValueError):
@@ -40,11 +41,38 @@ class Settings:
     dev_key: str = ""
     submit_timeout_s: float = 5.0
     max_wait_s: float = 60.0
+    # Signs public image URLs (ModelsLab `output`, RunPod `image_url`); shared by every API instance.
+    url_secret: str = ""
+    sync_wait_s: float = 90.0
     # Runner.
     model: str = ""
     runner_id: str = ""
     device: str = "auto"
     job_timeout_s: float = 600.0
+    # Previews: every N steps for jobs with `preview`; 0 = about ten per job.
+    preview_every: int = 0
+    # Live streams (WebSocket / SSE): the per-instance history rebuilt from the events topic, and per-connection limits.
+    stream_replay_s: float = 3600.0
+    stream_history_jobs: int = 5000
+    stream_history_events: int = 1000
+    stream_queue: int = 64
+    stream_keepalive_s: float = 15.0
+    ws_ping_interval_s: float = 20.0
+    ws_ping_timeout_s: float = 20.0
+    # Webhooks. Secrets are Standard Webhooks `whsec_...` keys: one global, and per API key id as
+    # `KEYID=whsec_...`. The schedule is the delay before each attempt, in seconds (Svix's by default).
+    webhook_secret: str = ""
+    webhook_key_secrets: tuple[str, ...] = ()
+    webhook_retry_schedule_s: tuple[str, ...] = ("0", "5", "300", "1800", "7200", "18000", "36000", "36000")
+    # CIDRs that webhooks may reach although the SSRF rules refuse them (e.g. 127.0.0.0/8 for local dev).
+    webhook_allow_networks: tuple[str, ...] = ()
+    webhook_timeout_s: float = 15.0
+    webhook_concurrency: int = 256
+    webhook_host_concurrency: int = 16
+    webhook_progress_interval_s: float = 0.5
+    webhook_partitions: int = 4
+    webhook_dispatcher_id: str = ""
+    webhook_metrics_port: int = 0
     # Logging.
     log_format: str = "console"
     log_level: str = "info"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,6 +70,10 @@ class JobStatus(BaseModel):
     outputs: list[Output] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=list)
     error: str | None = None
+    # What was asked, so every dialect can render its answer (ModelsLab `meta`, A1111 `parameters`)
+    # from the status alone; `client_input` is the request as the client sent it (RunPod echoes it).
+    spec: dict[str, Any] = Field(default_factory=dict)
+    client_input: dict[str, Any] | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -59,3 +59,39 @@ class Topics:
             TopicSpec(self.control, 1, {"retention.ms": str(24 * 3600 * 1000)}),
             TopicSpec(self.dead_letters, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         ]
+
+    # Webhook dispatcher. Deliveries are keyed by job id; statuses by delivery id; endpoints by URL.
+    @property
+    def webhook_deliveries(self) -> str:
+        """Deliveries due now (a first attempt, or a replay)."""
+        return f"{self.prefix}.webhooks.deliveries"
+
+    def webhook_retries(self, delay_ms: int) -> str:
+        """Deliveries waiting `delay_ms` for their next attempt: one topic per delay, so each is in due order."""
+        return f"{self.prefix}.webhooks.retry-{delay_ms}ms"
+
+    @property
+    def webhook_status(self) -> str:
+        """Compacted: the latest `DeliveryStatus` per delivery id (pending / delivered / failed)."""
+        return f"{self.prefix}.webhooks.status"
+
+    @property
+    def webhook_endpoints(self) -> str:
+        """Compacted: URLs that answered 410 Gone and get no more deliveries; a tombstone re-enables one."""
+        return f"{self.prefix}.webhooks.endpoints"
+
+    @property
+    def webhook_dead_letters(self) -> str:
+        """Deliveries that used up every attempt (or hit 410), kept for `easel webhooks replay`."""
+        return f"{self.prefix}.webhooks.dead-letters"
+
+    def webhook_specs(self, partitions: int, retry_delays_ms: list[int]) -> list[TopicSpec]:
+        week = str(7 * 24 * 3600 * 1000)
+        compacted = {"cleanup.policy": "compact", "segment.ms": str(3600 * 1000), "min.cleanable.dirty.ratio": "0.1"}
+        return [
+            TopicSpec(self.webhook_deliveries, partitions, {"retention.ms": week}),
+            *(TopicSpec(self.webhook_retries(d), partitions, {"retention.ms": week}) for d in retry_delays_ms),
+            TopicSpec(self.webhook_status, 1, compacted),
+            TopicSpec(self.webhook_endpoints, 1, compacted),
+            TopicSpec(self.webhook_dead_letters, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        ]

@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     model_commands = model.add_subparsers(dest="model_command", required=True)
     tiny = model_commands.add_parser("tiny", help="build the tiny random SDXL pipeline offline into DIR")
     tiny.add_argument("dir", type=Path)
+    from easel import generate
+
+    generate.add_parser(commands)
+    from easel import webhooks
+
+    webhooks.add_parser(commands)
 
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -58,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(compute_key_id(args.key))
             return 0
+        case "generate":
+            return generate.run(args, settings)
+        case "webhooks":
+            return webhooks.run(args, settings)
         case "model":
             from gpu_runner.tiny_model import save_tiny_sdxl
 
@@ -88,7 +98,11 @@ def _run_api(settings: Settings) -> int:
 
     from service import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False,
+        # Keepalive pings find dead WebSocket peers; a stuck one is closed after the timeout.
+        ws_ping_interval=settings.ws_ping_interval_s, ws_ping_timeout=settings.ws_ping_timeout_s,
+    )
     return 0
 
 

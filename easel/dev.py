@@ -1,4 +1,5 @@
-"""`easel dev` (what `make run` starts): Kafka unless one is configured, the API and one runner.
+"""`easel dev` (what `make run` starts): Kafka unless one is configured, the API, one runner and the
+webhook dispatcher.
 
 Each is its own process, as in production; Ctrl-C (or SIGTERM) stops them all, Kafka last.
 """
@@ -14,6 +15,7 @@ import time
 
 from contract.settings import Settings
 from easel.local_kafka import LocalKafka
+from easel.webhooks import dev_secret
 
 
 def dev_key(settings: Settings) -> str:
@@ -41,11 +43,15 @@ def run_dev(settings: Settings) -> int:
     key = dev_key(settings)
     env = {**os.environ, "EASEL_DEV_KEY": key, "EASEL_KAFKA_BOOTSTRAP": settings.bootstrap}
     env.setdefault("EASEL_RUNNER_ID", "dev-runner-0")
+    env["EASEL_WEBHOOK_SECRET"] = dev_secret(settings)
+    env.setdefault("EASEL_WEBHOOK_DISPATCHER_ID", "dev-webhooks-0")
     processes = [
         subprocess.Popen([sys.executable, "-m", "easel.cli", "api"], env=env),
         subprocess.Popen([sys.executable, "-m", "easel.cli", "runner"], env=env),
+        subprocess.Popen([sys.executable, "-m", "easel.cli", "webhooks"], env=env),
     ]
     print(f"\n  Easel API   {settings.base_url}\n  API key     {key}\n  Kafka       {settings.bootstrap}\n", flush=True)
+    print(f"  Webhooks    signed with the secret in {settings.home / 'webhook-secret'} (or EASEL_WEBHOOK_SECRET)\n", flush=True)
     print("  Ctrl-C stops everything.\n", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops everything as Ctrl-C does
     code = 0

@@ -14,7 +14,8 @@ from contract.events import EventType
 from contract.job import MAX_SEED, Job
 from gpu_runner.cancellations import CancelWatcher
 from gpu_runner.encoding import encode_image
-from gpu_runner.pipeline import SDXLGenerator
+from gpu_runner.pipeline import LatentsCallback, SDXLGenerator
+from gpu_runner.previews import preview_event_data, preview_interval, wants_preview
 from producers.events import EventWriter
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,7 @@ class JobExecution:
         cancels: CancelWatcher,
         runner_id: str,
         timeout_s: float,
+        preview_every: int = 0,
     ) -> None:
         self.job = job
         self.writer = writer
@@ -54,6 +56,7 @@ class JobExecution:
         self.cancels = cancels
         self.runner_id = runner_id
         self.timeout_s = min(timeout_s, job.execution_timeout_s or timeout_s)
+        self.preview_every = preview_every
 
     async def run(self) -> EventType:
         """Emit every event of one attempt at the job; return the terminal event emitted."""
@@ -84,7 +87,8 @@ class JobExecution:
                 raise JobStopped(EventType.TIMED_OUT, f"execution exceeded {self.timeout_s:g} s")
 
         try:
-            outputs = await self.generator.run_in_thread(self._generate_and_store, seeds, on_step)
+            on_latents = self._previews(loop) if job.preview else None
+            outputs = await self.generator.run_in_thread(self._generate_and_store, seeds, on_step, on_latents)
         except JobStopped as stop:
             self.writer.emit(stop.event, {"error": stop.reason})
             return stop.event
@@ -105,9 +109,21 @@ class JobExecution:
             return JobStopped(EventType.FAILED, f"unknown model {job.model!r}; configured: default")
         return None
 
-    def _generate_and_store(self, seeds: list[int], on_step: Any) -> list[dict[str, Any]]:
+    def _previews(self, loop: asyncio.AbstractEventLoop) -> LatentsCallback:
+        interval = preview_interval(self.job.steps, self.preview_every)
+
+        def on_latents(step: int, total: int, latents: Any) -> None:  # runs in the generation thread
+            if wants_preview(step, total, interval):
+                data = preview_event_data(latents, step, total, self.job.width, self.job.height)
+                loop.call_soon_threadsafe(self.writer.emit, EventType.PREVIEW, data)
+
+        return on_latents
+
+    def _generate_and_store(
+        self, seeds: list[int], on_step: Any, on_latents: LatentsCallback | None = None
+    ) -> list[dict[str, Any]]:
         job = self.job
-        images = self.generator.generate(job, seeds, on_step)
+        images = self.generator.generate(job, seeds, on_step, on_latents)
         outputs = []
         for index, (image, seed) in enumerate(zip(images, seeds, strict=True)):
             key = image_key(job.id, index, job.output_format)

@@ -24,6 +24,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 # Called with (step, total steps) after each user-visible denoising step; may raise to stop the job.
 StepCallback = Callable[[int, int], None]
+# Called with (step, total steps, latents) right after the step's StepCallback: previews.
+LatentsCallback = Callable[[int, int, torch.Tensor], None]
 
 
 def resolve_model(model: str, home: Path) -> str:
@@ -66,7 +68,9 @@ class SDXLGenerator:
         """
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
-    def generate(self, job: Job, seeds: list[int], on_step: StepCallback) -> list[Image.Image]:
+    def generate(
+        self, job: Job, seeds: list[int], on_step: StepCallback, on_latents: LatentsCallback | None = None
+    ) -> list[Image.Image]:
         pipe = self.pipe
         pipe.scheduler = build_scheduler(self._base_scheduler_config, job.sampler, job.schedule)
         # Second-order schedulers call back per sub-step; report A1111-style user steps.
@@ -79,6 +83,8 @@ class SDXLGenerator:
             if step != last_step:
                 last_step = step
                 on_step(step, job.steps)
+                if on_latents is not None:
+                    on_latents(step, job.steps, kwargs["latents"])
             return kwargs
 
         # CPU generators: a seed gives the same initial noise on a CPU test box and on a GPU.

@@ -100,7 +100,8 @@ class Runner:
             writer = EventWriter(producer, self.topics, status)
             try:
                 execution = JobExecution(
-                    job, writer, self.generator, self.blobs, self.cancels, self.runner_id, self.settings.job_timeout_s
+                    job, writer, self.generator, self.blobs, self.cancels, self.runner_id, self.settings.job_timeout_s,
+                    preview_every=self.settings.preview_every,
                 )
                 outcome = await execution.run()
                 await writer.flush()

@@ -12,6 +12,7 @@ from typing import Any
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     DPMSolverSinglestepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
@@ -34,6 +35,7 @@ SAMPLER_TABLE: dict[str, tuple[type[SchedulerMixin], dict[str, Any], str]] = {
     "DPM++ 2M": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}, "karras"),
     "DPM++ 2M SDE": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}, "exponential"),
     "DPM++ 2S a": (DPMSolverSinglestepScheduler, {}, "karras"),
+    "DPM++ SDE": (DPMSolverSDEScheduler, {}, "karras"),  # needs torchsde
     "DDIM": (DDIMScheduler, {}, "automatic"),
     "UniPC": (UniPCMultistepScheduler, {}, "automatic"),
 }

@@ -16,7 +16,8 @@ from contract.topics import Topics
 
 
 class EventWriter:
-    """Events of one job: each is folded into the status, and both are written, in call order.
+    """Events of one job: each is folded into the status, and both are written, in call order
+    (the status first; for a terminal event, the status is acknowledged before the event is sent).
 
     `emit` never blocks, so it can be called (through the loop) from the generation thread;
     `flush` waits until Kafka acknowledged everything emitted so far.
@@ -52,8 +53,13 @@ class EventWriter:
         while True:
             event, status = await self._outbox.get()
             try:
+                state_ack = await self._producer.send(self._topics.state, encode(status), key=job_key)
+                if event.type.is_terminal:
+                    # Whoever sees the terminal event may read the outcome at once (images, status):
+                    # the status must be durable first. Kafka orders nothing across two topics.
+                    await state_ack
+                self._acks.append(state_ack)
                 self._acks.append(await self._producer.send(self._topics.events, encode(event), key=job_key))
-                self._acks.append(await self._producer.send(self._topics.state, encode(status), key=job_key))
             except Exception as exc:  # surfaced by flush(); keep draining so flush() never hangs
                 self._error = exc
             finally:

@@ -13,12 +13,16 @@ from starlette.routing import Route
 from contract.settings import Settings
 from service.auth import ApiKeys
 from service.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from service import a1111_api, modelslab_api, runpod_api, skidio_api
+from service.file_urls import get_file
 from service.health import health
 from service.jobs import cancel_job, get_image, get_job, submit_job
 from service.kafka_link import KafkaLink
+from service.live import LIVE_ROUTES, start_stream_hub
 from service.metrics import MetricsMiddleware, metrics
 from service.openapi import build_spec, openapi
 from service.state import AppState
+from service.webhooks import start_delivery_view
 
 ROUTES = [
     Route("/v1/jobs", submit_job, methods=["POST"]),
@@ -28,6 +32,32 @@ ROUTES = [
     Route("/health", health, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/files/{job_id}/{index:int}", get_file, methods=["GET"]),
+    # ModelsLab realtime (seed 002)
+    Route("/api/v6/realtime/text2img", modelslab_api.text2img, methods=["POST"]),
+    Route("/api/v6/realtime/fetch/{job_id}", modelslab_api.fetch, methods=["POST"]),
+    # RunPod serverless (seeds 001, 003)
+    Route("/v2/{endpoint_id}/run", runpod_api.run, methods=["POST"]),
+    Route("/v2/{endpoint_id}/runsync", runpod_api.runsync, methods=["POST"]),
+    Route("/v2/{endpoint_id}/status/{job_id}", runpod_api.status, methods=["GET", "POST"]),
+    Route("/v2/{endpoint_id}/stream/{job_id}", runpod_api.stream, methods=["GET", "POST"]),
+    Route("/v2/{endpoint_id}/cancel/{job_id}", runpod_api.cancel, methods=["POST"]),
+    Route("/v2/{endpoint_id}/retry/{job_id}", runpod_api.retry, methods=["POST"]),
+    Route("/v2/{endpoint_id}/purge-queue", runpod_api.purge_queue, methods=["POST"]),
+    Route("/v2/{endpoint_id}/health", runpod_api.health, methods=["GET"]),
+    # AUTOMATIC1111 (seed 001's payload)
+    Route("/sdapi/v1/txt2img", a1111_api.txt2img, methods=["POST"]),
+    Route("/sdapi/v1/progress", a1111_api.progress, methods=["GET"]),
+    Route("/sdapi/v1/interrupt", a1111_api.interrupt, methods=["POST"]),
+    Route("/sdapi/v1/samplers", a1111_api.samplers, methods=["GET"]),
+    Route("/sdapi/v1/schedulers", a1111_api.schedulers, methods=["GET"]),
+    Route("/sdapi/v1/sd-models", a1111_api.sd_models, methods=["GET"]),
+    Route("/sdapi/v1/options", a1111_api.options, methods=["GET"]),
+    # Skidio (seed 000)
+    Route("/api/txt2img", skidio_api.txt2img, methods=["POST"]),
+    Route("/api/txt2img/async", skidio_api.txt2img_async, methods=["POST"]),
+    Route("/api/txt2img/status", skidio_api.job_status, methods=["GET", "POST"]),
+    *LIVE_ROUTES,
 ]
 
 
@@ -37,10 +67,14 @@ def create_app(settings: Settings) -> Starlette:
         kafka = KafkaLink(settings)
         await kafka.start(wait_s=10.0)
         app.state.easel = AppState(settings=settings, keys=ApiKeys(settings.all_keys), kafka=kafka)
-        app.state.openapi = build_spec()
+        app.state.openapi = build_spec(app.routes)
+        app.state.streams = await start_stream_hub(app.state.easel)
+        app.state.webhook_deliveries = start_delivery_view(settings)
         try:
             yield
         finally:
+            await app.state.webhook_deliveries.stop()
+            await app.state.streams.stop()
             await kafka.stop()
 
     return Starlette(

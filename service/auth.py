@@ -36,9 +36,12 @@ class ApiKeys:
 
 
 def _presented_key(request: Request, body: Mapping[str, object] | None) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    header = request.headers.get("authorization", "").strip()
+    scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
+    if header and not credentials:  # some RunPod examples send the bare key
+        return header
     if body is not None and isinstance(body.get("key"), str):
         return str(body["key"])
     return request.query_params.get("key")

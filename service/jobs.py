@@ -17,9 +17,10 @@ from contract.serialization import encode, key
 from contract.states import JobStatus
 from producers import KafkaUnavailable
 from service.errors import ApiError, validation_error
-from service.rendering import job_url, render_status
+from dialects.native import job_url, render_status
 from service.requests import bounded_float, json_object
 from service.state import AppState
+from service.webhooks import render_deliveries, vet_webhook
 
 log = structlog.get_logger(__name__)
 SUBMIT_ONLY_FIELDS = ("key", "webhook", "track_id")
@@ -42,6 +43,7 @@ async def submit_job(request: Request) -> Response:
         raise ApiError(
             422, "invalid_request", f"model: must be one of: {', '.join(app.model_names)}", field="model"
         )
+    await vet_webhook(app.settings, webhook, "webhook" if isinstance(body.get("webhook"), str) else "webhook.url")
     job = Job(**spec.model_dump(), id=new_job_id(), owner=owner, webhook=webhook, dialect="native")
     try:
         status = await app.kafka.jobs.submit(job)
@@ -58,7 +60,10 @@ async def get_job(request: Request) -> Response:
     status = await _owned_status(app, request.path_params["job_id"], owner)
     if wait_s and not status.is_terminal:
         status = await app.kafka.view.wait_for(status.job_id, lambda s: s.is_terminal, wait_s) or status
-    return JSONResponse(render_status(status, app.settings.base_url))
+    body = render_status(status, app.settings.base_url)
+    if (deliveries := render_deliveries(request.app.state.webhook_deliveries.for_job(status.job_id))) is not None:
+        body["webhook"] = deliveries
+    return JSONResponse(body)
 
 
 async def get_image(request: Request) -> Response:
@@ -66,6 +71,13 @@ async def get_image(request: Request) -> Response:
     owner = app.keys.authenticate(request)
     status = await _owned_status(app, request.path_params["job_id"], owner)
     index: int = request.path_params["index"]
+    if index >= len(status.outputs) and not status.is_terminal:
+        # Read-your-writes for stream clients: the `completed` event can arrive before this view has it.
+        try:
+            await asyncio.wait_for(app.kafka.view.sync(), app.settings.submit_timeout_s)
+        except (KafkaError, TimeoutError):
+            raise _unavailable() from None
+        status = app.kafka.view.get(status.job_id) or status
     if index >= len(status.outputs):
         raise ApiError(404, "not_found", f"job {status.job_id} has no image {index} (yet)", field="index")
     output = status.outputs[index]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 
 from contract.job import JobSpec, WebhookSpec
 
@@ -19,7 +22,26 @@ _ERRORS = {
 _STATUS = {"application/json": {"schema": {"$ref": "#/components/schemas/JobStatus"}}}
 
 
-def build_spec() -> dict[str, Any]:
+def build_spec(routes: Sequence[BaseRoute] = ()) -> dict[str, Any]:
+    """The native API in detail; every other route (dialects, streams) from its handler's docstring."""
+    spec = _native_spec()
+    for route in routes:
+        raw_path = getattr(route, "path", None)
+        if raw_path is None:
+            continue
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", raw_path)  # "{index:int}" is "{index}" in OpenAPI
+        if path in spec["paths"]:
+            continue
+        endpoint = getattr(route, "endpoint", None)
+        methods = sorted((getattr(route, "methods", None) or {"GET"}) - {"HEAD"})
+        doc = (endpoint.__doc__ or "").strip().splitlines() if endpoint else []
+        summary = doc[0] if doc else f"see {getattr(endpoint, '__module__', 'the README')}"
+        spec["paths"][path] = {m.lower(): {"summary": summary, "responses": {"200": {"description": "see summary"}}}
+                               for m in methods}
+    return spec
+
+
+def _native_spec() -> dict[str, Any]:
     submit_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     submit_schema["properties"]["webhook"] = {
         "description": "a URL, or an object {url, track_id, events}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"easel-test-webhook-secret-32byte").decode()
 
 
 def free_port() -> int:
@@ -100,6 +102,13 @@ class Stack:
         self.processes.append(runner)
         return runner
 
+    def start_dispatcher(self, dispatcher_id: str = "webhooks-0") -> EaselProcess:
+        """The webhook dispatcher; the same id after a kill takes its partitions back at once."""
+        env = {**self.env, "EASEL_WEBHOOK_DISPATCHER_ID": dispatcher_id}
+        dispatcher = EaselProcess("webhooks", env, self.workdir / f"{dispatcher_id}.log")
+        self.processes.append(dispatcher)
+        return dispatcher
+
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
@@ -120,5 +129,12 @@ def make_stack(bootstrap: str, workdir: Path, prefix: str, home: Path) -> Stack:
         "EASEL_API_KEYS": f"{key},other-key-{prefix}",
         "EASEL_LOG_FORMAT": "json",
         "EASEL_SUBMIT_TIMEOUT_S": "3",
+        # Previews on every step and short per-connection queues: a stuck stream client falls behind within one job.
+        "EASEL_PREVIEW_EVERY": "1",
+        "EASEL_STREAM_QUEUE": "16",
+        # Webhooks: local receivers allowed, and the retry schedule compressed from hours to seconds.
+        "EASEL_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "EASEL_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+        "EASEL_WEBHOOK_RETRY_SCHEDULE_S": "0,0.2,0.5,3",
     }
     return Stack(env=env, workdir=workdir, port=port, key=key)

@@ -1,4 +1,4 @@
-"""The native API's JSON for a job status. (Other dialects render their own; see DESIGN.md.)"""
+"""The native dialect: Easel's own JSON for a job status, as the /v1 API and native webhooks show it."""
 
 from __future__ import annotations
 

@@ -1,0 +1,223 @@
+"""`easel webhooks`: the dispatcher process, one consumer in the group `easel-webhooks`.
+
+It reads the events topic (events → deliveries), the deliveries topic and every retry topic
+(deliveries → attempts). Each record is handled in its own task; a record waiting for its due time
+simply sleeps. Offsets are committed up to the oldest record not yet finished, so a dispatcher
+killed at any moment resumes every pending delivery; at worst an attempt is repeated, with the
+same webhook-id. A partition with too many records in hand is paused until they drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import suppress
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import start_http_server
+from pydantic import ValidationError
+
+from consumers.state_view import StateView
+from consumers.webhooks import metrics
+from consumers.webhooks.addresses import AddressPolicy
+from consumers.webhooks.endpoints import Endpoints
+from consumers.webhooks.offsets import OffsetTracker
+from consumers.webhooks.outcomes import Outcomes
+from consumers.webhooks.router import Router
+from consumers.webhooks.schedule import RetrySchedule
+from consumers.webhooks.sender import Sender
+from consumers.webhooks.signing import Signer
+from consumers.webhooks.status_view import DeliveryView
+from consumers.webhooks.targets import Targets
+from consumers.webhooks.topics import ensure_webhook_topics
+from contract.deliveries import Delivery, DeliveryState
+from contract.serialization import decode, encode, key
+from contract.settings import Settings
+from contract.topics import Topics
+from producers import open_producer
+
+log = structlog.get_logger(__name__)
+GROUP_ID = "easel-webhooks"
+HIGH_WATER = 2000  # records in hand per partition before it is paused
+LOW_WATER = 1000
+COMMIT_EVERY_S = 0.5
+
+Record = ConsumerRecord[bytes, bytes]
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.schedule = RetrySchedule.from_settings(settings)
+        self.policy = AddressPolicy.from_cidrs(settings.webhook_allow_networks)
+        self.signer = Signer.from_settings(settings)  # fails fast on a missing or malformed secret
+        self.targets = Targets(settings)
+        self.view = StateView(settings)
+        self.endpoints = Endpoints(settings)
+        self.statuses = DeliveryView(settings)  # to skip deliveries already made, when records are read again
+        self.router = Router(settings, self.targets, self.view, self.schedule.delays_s[0])
+        self.tracker = OffsetTracker()
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._paused: set[TopicPartition] = set()
+        # Opened in run().
+        self.producer: AIOKafkaProducer
+        self.sender: Sender
+        self.outcomes: Outcomes
+
+    async def run(self) -> None:
+        await ensure_webhook_topics(self.settings, self.schedule)
+        if self.settings.webhook_metrics_port:
+            start_http_server(self.settings.webhook_metrics_port, addr=self.settings.host)
+        producer = await open_producer(self.settings, "easel-webhooks")
+        sender = Sender(
+            self.policy, self.signer, self.settings.webhook_timeout_s,
+            self.settings.webhook_concurrency, self.settings.webhook_host_concurrency,
+        )
+        self.producer, self.sender = producer, sender
+        self.outcomes = Outcomes(producer, self.topics, self.schedule, self.endpoints)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=GROUP_ID,
+            client_id="easel-webhooks",
+            # Static membership: a dispatcher restarted under the same id takes its partitions back at once.
+            group_instance_id=self.settings.webhook_dispatcher_id or None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        sources = [self.topics.events, self.topics.webhook_deliveries]
+        consumer.subscribe([*sources, *(self.topics.webhook_retries(d) for d in self.schedule.tiers_ms)],
+                           listener=_OnRevoke(self, consumer))
+        try:
+            await self.targets.start()
+            await self.view.start()
+            await self.endpoints.start()
+            await self.statuses.mirror.start()
+            await consumer.start()
+            log.info("webhook dispatcher ready", attempts=self.schedule.attempts, retry_topics=self.schedule.tiers_ms)
+            await self._consume(consumer)
+        finally:
+            await self._commit(consumer)
+            await self._cancel(set(self._tasks))
+            await consumer.stop()
+            await self.statuses.stop()
+            await self.endpoints.stop()
+            await self.view.stop()
+            await self.targets.stop()
+            await sender.close()
+            await producer.stop()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        committed_at = time.monotonic()
+        while True:
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for record in records:
+                    self.tracker.opened(tp, record.offset)
+                    task = asyncio.create_task(self._handle(tp, record))
+                    self._tasks.setdefault(tp, set()).add(task)
+                    task.add_done_callback(self._tasks[tp].discard)
+            self._flow_control(consumer)
+            metrics.IN_FLIGHT.set(self.tracker.total_in_flight())
+            if time.monotonic() - committed_at >= COMMIT_EVERY_S:
+                await self._commit(consumer)
+                committed_at = time.monotonic()
+
+    async def _handle(self, tp: TopicPartition, record: Record) -> None:
+        try:
+            if record.topic == self.topics.events:
+                delivery = await self.router.route(record.value or b"")
+                if delivery is not None:
+                    await self._enqueue(delivery)
+            else:
+                await self._deliver(record)
+        except asyncio.CancelledError:
+            raise  # revoked or stopping: left open, so it is read again
+        except Exception:
+            log.exception("webhook record failed; skipped", topic=record.topic, offset=record.offset)
+        self.tracker.closed(tp, record.offset)
+
+    async def _enqueue(self, delivery: Delivery) -> None:
+        while True:
+            try:
+                topic = self.topics.webhook_deliveries
+                await (await self.producer.send(topic, encode(delivery), key=key(delivery.job_id)))
+                return
+            except KafkaError as exc:
+                log.warning("could not queue a delivery, retrying", delivery_id=delivery.id, error=repr(exc)[:200])
+                await asyncio.sleep(1.0)
+
+    async def _deliver(self, record: Record) -> None:
+        try:
+            delivery = decode(Delivery, record.value or b"")
+        except (ValidationError, ValueError):
+            log.warning("unreadable delivery skipped", topic=record.topic, offset=record.offset)
+            return
+        with structlog.contextvars.bound_contextvars(job_id=delivery.job_id, track_id=delivery.track_id):
+            if (wait_s := delivery.due_at - time.time()) > 0:
+                await asyncio.sleep(wait_s)
+            if self._delivered_before(delivery):
+                log.info("webhook already delivered; record read again after a restart", delivery_id=delivery.id)
+                return
+            if (reason := await self.endpoints.disabled(delivery.url)) is not None:
+                log.info("webhook not sent: endpoint disabled", delivery_id=delivery.id, reason=reason)
+                await self.outcomes.skip_disabled(delivery, reason)
+                return
+            attempt = await self.sender.send(delivery)
+            await self.outcomes.record(delivery, attempt)
+
+    def _delivered_before(self, delivery: Delivery) -> bool:
+        status = self.statuses.get(delivery.id)
+        return status is not None and status.state is DeliveryState.DELIVERED and status.replay >= delivery.replay
+
+    def _flow_control(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            in_hand = self.tracker.in_flight(tp)
+            if tp not in self._paused and in_hand >= HIGH_WATER:
+                consumer.pause(tp)
+                self._paused.add(tp)
+            elif tp in self._paused and in_hand <= LOW_WATER:
+                consumer.resume(tp)
+                self._paused.discard(tp)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition] | None = None) -> None:
+        points = self.tracker.to_commit(partitions)
+        if not points:
+            return
+        try:
+            await consumer.commit(points)
+            self.tracker.committed(points)
+        except (CommitFailedError, KafkaError) as exc:
+            log.warning("offset commit failed; the records will be read again", error=repr(exc)[:200])
+
+    async def _cancel(self, partitions: set[TopicPartition]) -> None:
+        tasks = [task for tp in partitions for task in self._tasks.pop(tp, set())]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def revoked(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
+        await self._commit(consumer, partitions)
+        await self._cancel(partitions)
+        self.tracker.forget(partitions)
+        self._paused -= partitions
+
+
+class _OnRevoke(ConsumerRebalanceListener):
+    def __init__(self, dispatcher: Dispatcher, consumer: AIOKafkaConsumer) -> None:
+        self._dispatcher = dispatcher
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._dispatcher.revoked(self._consumer, set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass

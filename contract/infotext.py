@@ -1,0 +1,42 @@
+"""A1111's "infotext": the parameters line that A1111 writes into each PNG and reports in `info`.
+
+Kept in the contract because two sides use it: the runner (PNG `parameters` text chunk) and the
+A1111 dialect (`info.infotexts`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SCHEDULE_LABELS = {
+    "automatic": "Automatic",
+    "uniform": "Uniform",
+    "karras": "Karras",
+    "exponential": "Exponential",
+    "sgm_uniform": "SGM Uniform",
+}
+
+
+def infotext(spec: dict[str, Any], seed: int, model: str = "default") -> str:
+    params: dict[str, Any] = {
+        "Steps": spec.get("steps"),
+        "Sampler": spec.get("sampler"),
+        "Schedule type": SCHEDULE_LABELS.get(str(spec.get("schedule")), "Automatic"),
+        "CFG scale": spec.get("guidance"),
+        "Seed": seed,
+        "Size": f"{spec.get('width')}x{spec.get('height')}",
+        "Model": model,
+        "Version": "easel",
+    }
+    line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items() if value is not None)
+    lines = [str(spec.get("prompt", ""))]
+    if spec.get("negative_prompt"):
+        lines.append(f"Negative prompt: {spec['negative_prompt']}")
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if any(c in text for c in ",:\n") else text

@@ -1,0 +1,109 @@
+"""ModelsLab realtime text2img (v6): `key` in the body; answers success / processing / error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contract.states import JobState, JobStatus
+from dialects.errors import DialectError
+
+FIELDS = {"key", "prompt", "negative_prompt", "width", "height", "samples", "safety_checker", "seed",
+          "instant_response", "base64", "webhook", "track_id", "num_inference_steps", "guidance_scale"}
+MAX_SIDE = 1024  # ModelsLab's documented limit for realtime
+DEFAULT_STEPS = 20
+
+
+def job_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """JobSpec fields from a text2img body; numeric strings are accepted where ModelsLab sends them."""
+    unknown = sorted(body.keys() - FIELDS)
+    if unknown:
+        raise DialectError(unknown[0], "is not a known field")
+    if body.get("safety_checker"):
+        raise DialectError("safety_checker", "no safety checker is configured on this server; send false")
+    fields: dict[str, Any] = {
+        "prompt": body.get("prompt"),
+        "negative_prompt": body.get("negative_prompt") or "",
+        "width": _side(body, "width"),
+        "height": _side(body, "height"),
+        "num_images": _number(body, "samples", 1, int),
+        "steps": _number(body, "num_inference_steps", DEFAULT_STEPS, int),
+        "guidance": _number(body, "guidance_scale", 7.5, float),
+        "seed": body.get("seed"),
+    }
+    if not 1 <= fields["num_images"] <= 4:
+        raise DialectError("samples", "samples must be between 1 and 4")
+    return fields
+
+
+def _number(body: dict[str, Any], field: str, default: float, kind: type[int] | type[float]) -> Any:
+    value = body.get(field)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)  # ModelsLab clients send numbers or numeric strings ("512")
+    except (TypeError, ValueError):
+        raise DialectError(field, f"{field} must be a number") from None
+    if kind is int and not number.is_integer():
+        raise DialectError(field, f"{field} must be a whole number")
+    return kind(number)
+
+
+def _side(body: dict[str, Any], field: str) -> int:
+    value = _number(body, field, 512, int)
+    if not 64 <= value <= MAX_SIDE:
+        raise DialectError(field, f"{field} must be between 64 and {MAX_SIDE}")
+    if value % 8:
+        raise DialectError(field, f"{field} must be divisible by 8")
+    return int(value)
+
+
+def meta(status: JobStatus) -> dict[str, Any]:
+    spec = status.spec
+    return {
+        "prompt": spec.get("prompt"),
+        "negative_prompt": spec.get("negative_prompt", ""),
+        "width": spec.get("width"),
+        "height": spec.get("height"),
+        "samples": spec.get("num_images"),
+        "num_inference_steps": spec.get("steps"),
+        "guidance_scale": spec.get("guidance"),
+        "seed": status.seeds[0] if status.seeds else spec.get("seed"),
+        "safety_checker": "no",
+        "file_prefix": status.job_id,
+    }
+
+
+def render(status: JobStatus, urls: list[str], base64_images: list[str] | None, fetch_url: str) -> dict[str, Any]:
+    """The success / processing / error union for a job's current status."""
+    job_id = int(status.job_id) if status.job_id.isdigit() else status.job_id
+    if status.state is JobState.COMPLETED:
+        output = base64_images if base64_images is not None else urls
+        return {
+            "status": "success",
+            "generationTime": round((status.finished_at or 0) - (status.started_at or 0), 3),
+            "id": job_id,
+            "output": output,
+            "proxy_links": urls,
+            "meta": meta(status),
+            "nsfw_content_detected": False,
+        }
+    if status.is_terminal:
+        return {"status": "error", "id": job_id, "message": status.error or status.state.value.lower()}
+    eta = status.progress.eta_s if status.progress else float(status.spec.get("steps") or 20) * 0.1
+    return {
+        "status": "processing",
+        "tip": "Poll fetch_result, or the future_links directly; they answer 404 until the images are ready.",
+        "eta": round(eta, 2),
+        "message": "Your image is being generated." if status.state is JobState.IN_PROGRESS else "Your request is queued.",
+        "fetch_result": fetch_url,
+        "id": job_id,
+        "output": [],
+        "meta": meta(status),
+        "future_links": urls,
+    }
+
+
+def error(message: str) -> dict[str, Any]:
+    return {"status": "error", "message": message}

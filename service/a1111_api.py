@@ -1,0 +1,118 @@
+"""AUTOMATIC1111's /sdapi/v1, served natively: synchronous txt2img, progress, interrupt, catalogues.
+
+Errors follow A1111 (FastAPI): 422 `{"detail": [{"loc", "msg", "type"}]}`, unknown sampler
+404 `{"detail": "Sampler not found ..."}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from contract.job import SAMPLERS, UNSUPPORTED_SCHEDULES
+from contract.infotext import SCHEDULE_LABELS
+from dialects import a1111
+from dialects.errors import DialectError
+from producers import KafkaUnavailable
+from service.errors import ApiError
+from service.requests import json_object
+from service.state import AppState
+from service.submission import build_job, enqueue, images_base64, request_cancel, wait_terminal
+
+_DEFAULT_SCHEDULES = {"DPM++ 2M": "karras", "DPM2": "karras", "DPM2 a": "karras", "DPM++ 2S a": "karras",
+                      "DPM++ 2M SDE": "exponential"}
+
+
+def _detail(status: int, field: str, rule: str) -> JSONResponse:
+    if field == "sampler_name" and status == 400:
+        return JSONResponse({"detail": f"Sampler not found: {rule}"}, status_code=404)
+    return JSONResponse({"detail": [{"loc": ["body", *field.split(".")], "msg": rule, "type": "value_error"}]},
+                        status_code=422 if status == 400 else status)
+
+
+async def txt2img(request: Request) -> Response:
+    app: AppState = request.app.state.easel
+    payload = await json_object(request)
+    owner = app.keys.authenticate(request, payload)
+    try:
+        fields = a1111.job_fields({k: v for k, v in payload.items() if k != "key"}, app.model_names)
+        job = build_job(fields, owner, dialect="a1111", client_input=payload)
+    except DialectError as exc:
+        return _detail(exc.status, exc.field, exc.rule)
+    except ValidationError as exc:
+        return JSONResponse({"detail": [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+                                        for e in exc.errors()]}, status_code=422)
+    status = await enqueue(app, job)
+    status = await wait_terminal(app, status, app.settings.job_timeout_s)
+    if status.state.value == "FAILED":
+        return JSONResponse({"error": "GenerationFailed", "detail": status.error, "body": "", "errors": status.error},
+                            status_code=500)
+    return JSONResponse(a1111.txt2img_response(status, images_base64(app, status), payload))
+
+
+def _latest_of(app: AppState, owner: str) -> Any:
+    """The key's running job, else its most recent one (A1111 reports its one current job)."""
+    mine = [s for s in app.kafka.view.statuses() if s.owner == owner]
+    running = [s for s in mine if not s.is_terminal]
+    pool = running or mine
+    return max(pool, key=lambda s: s.created_at) if pool else None
+
+
+async def progress(request: Request) -> Response:
+    app: AppState = request.app.state.easel
+    owner = app.keys.authenticate(request)
+    return JSONResponse(a1111.progress(_latest_of(app, owner)))
+
+
+async def interrupt(request: Request) -> Response:
+    app: AppState = request.app.state.easel
+    owner = app.keys.authenticate(request)
+    for status in app.kafka.view.statuses():
+        if status.owner == owner and status.state.value == "IN_PROGRESS":
+            try:
+                await request_cancel(app, status.job_id)
+            except KafkaUnavailable:
+                raise ApiError(503, "kafka_unavailable", "the job queue (Kafka) is unavailable") from None
+    return JSONResponse({})
+
+
+async def samplers(request: Request) -> Response:
+    request.app.state.easel.keys.authenticate(request)
+    return JSONResponse([
+        {"name": name, "aliases": [], "options": {"scheduler": _DEFAULT_SCHEDULES[name]} if name in _DEFAULT_SCHEDULES else {}}
+        for name in SAMPLERS
+    ])
+
+
+async def schedulers(request: Request) -> Response:
+    request.app.state.easel.keys.authenticate(request)
+    return JSONResponse([
+        {"name": name, "label": label, "aliases": None, "default_rho": 7.0 if name == "karras" else -1,
+         "need_inner_model": False}
+        for name, label in SCHEDULE_LABELS.items()
+    ])
+
+
+async def sd_models(request: Request) -> Response:
+    app: AppState = request.app.state.easel
+    app.keys.authenticate(request)
+    return JSONResponse([
+        {"title": name, "model_name": name, "hash": None, "sha256": None, "filename": app.settings.model or name,
+         "config": None}
+        for name in app.model_names
+    ])
+
+
+async def options(request: Request) -> Response:
+    app: AppState = request.app.state.easel
+    app.keys.authenticate(request)
+    return JSONResponse({
+        "sd_model_checkpoint": app.model_names[0],
+        "samples_format": "png",
+        "enable_pnginfo": True,
+        "live_previews_enable": False,
+        "unsupported_sampler_schedules": {k: list(v) for k, v in UNSUPPORTED_SCHEDULES.items()},
+    })
