@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from contextlib import suppress
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from consumers.topic_mirror import TopicMirror
 from contract.serialization import decode
 from contract.settings import Settings
 from contract.states import JobStatus
@@ -24,45 +23,21 @@ log = structlog.get_logger(__name__)
 
 class StateView:
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._topic = Topics(settings.topic_prefix).state
         self._statuses: dict[str, JobStatus] = {}
         self._watchers: dict[str, set[asyncio.Event]] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._partitions: list[TopicPartition] = []
-        self._positions: dict[TopicPartition, int] = {}
-        self._progressed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._mirror = TopicMirror(settings, Topics(settings.topic_prefix).state, self._apply, "easel-state-view")
 
     async def start(self) -> None:
         """Connect, replay the topic to its current end, then keep following it."""
-        # No group: every view reads every partition, from the beginning.
-        consumer = AIOKafkaConsumer(
-            self._topic,
-            bootstrap_servers=self._settings.bootstrap,
-            client_id="easel-state-view",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
-        )
-        await consumer.start()
-        self._consumer = consumer
-        try:
-            self._partitions = await self._assigned(consumer)
-            self._task = asyncio.create_task(self._follow())
-            await self.sync()
-        except BaseException:
-            await self.stop()
-            raise
+        await self._mirror.start()
         log.info("state view ready", jobs=len(self._statuses))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._mirror.stop()
+
+    async def sync(self) -> None:
+        """Wait until everything written to the topic before this call has been applied."""
+        await self._mirror.sync()
 
     def get(self, job_id: str) -> JobStatus | None:
         return self._statuses.get(job_id)
@@ -72,16 +47,6 @@ class StateView:
 
     def __len__(self) -> int:
         return len(self._statuses)
-
-    async def sync(self) -> None:
-        """Wait until everything written to the topic before this call has been applied."""
-        assert self._consumer is not None, "start() first"
-        ends = await self._consumer.end_offsets(self._partitions)
-        while any(self._positions.get(tp, 0) < end for tp, end in ends.items()):
-            self._progressed.clear()
-            if self._task is not None and self._task.done():
-                self._task.result()  # the follower died: surface why
-            await self._progressed.wait()
 
     async def wait_for(
         self, job_id: str, done: Callable[[JobStatus], bool], timeout_s: float
@@ -102,25 +67,6 @@ class StateView:
             if not watchers:
                 del self._watchers[job_id]
         return self._statuses.get(job_id)
-
-    async def _assigned(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        for _ in range(100):  # metadata may lag right after the topic was created
-            if partitions := consumer.assignment():
-                return sorted(partitions)
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"topic {self._topic} does not exist")
-
-    async def _follow(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=1000)
-            for tp, records in batches.items():
-                for record in records:
-                    self._apply(record.key, record.value)
-                self._positions[tp] = records[-1].offset + 1
-            for tp in self._partitions:  # also moves past compacted gaps and transaction markers
-                self._positions[tp] = max(self._positions.get(tp, 0), await self._consumer.position(tp))
-            self._progressed.set()
 
     def _apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
         if raw_value is None:  # tombstone: the job was purged

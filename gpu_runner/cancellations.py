@@ -1,14 +1,11 @@
-"""Which jobs were asked to stop: the runner follows the control topic from its start."""
+"""Which jobs were asked to stop: the runner mirrors the control topic from its retained start."""
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import suppress
-
 import structlog
-from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
+from consumers.topic_mirror import TopicMirror
 from contract.control import ControlCommand
 from contract.serialization import decode
 from contract.settings import Settings
@@ -19,42 +16,24 @@ log = structlog.get_logger(__name__)
 
 class CancelWatcher:
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
         self._cancelled: set[str] = set()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        # No group: every runner must see every cancel.
+        self._mirror = TopicMirror(settings, Topics(settings.topic_prefix).control, self._apply, "easel-runner-control")
 
     def is_cancelled(self, job_id: str) -> bool:
         return job_id in self._cancelled  # read from the generation thread: a set lookup is atomic
 
     async def start(self) -> None:
-        # No group: every runner must see every cancel, from the retained history on.
-        self._consumer = AIOKafkaConsumer(
-            Topics(self._settings.topic_prefix).control,
-            bootstrap_servers=self._settings.bootstrap,
-            client_id="easel-runner-control",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._follow())
+        await self._mirror.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._mirror.stop()
 
-    async def _follow(self) -> None:
-        assert self._consumer is not None
-        async for record in self._consumer:
-            try:
-                command = decode(ControlCommand, record.value or b"")
-            except (ValidationError, ValueError):
-                log.warning("unreadable control message skipped", offset=record.offset)
-                continue
-            self._cancelled.add(command.job_id)
-            log.info("cancel requested", job_id=command.job_id)
+    def _apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
+        try:
+            command = decode(ControlCommand, raw_value or b"")
+        except (ValidationError, ValueError):
+            log.warning("unreadable control message skipped")
+            return
+        self._cancelled.add(command.job_id)
+        log.info("cancel requested", job_id=command.job_id)

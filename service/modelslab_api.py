@@ -60,9 +60,7 @@ async def text2img(request: Request) -> Response:
         # ModelsLab's own messages already start with the field ("samples must be ..."); others get it prefixed.
         return _error(400, exc.rule if exc.rule.startswith(exc.field) else str(exc))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(map(str, first["loc"])) or "body"
-        return _error(400, f"{field}: {first['msg']}")
+        return _error(400, str(DialectError.from_validation(exc)))
     try:
         status = await enqueue(app, job)
     except KafkaUnavailable:

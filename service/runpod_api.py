@@ -61,8 +61,7 @@ async def _submit(request: Request, job_id_prefix: str) -> tuple[AppState, JobSt
     except DialectError as exc:
         return _error(400, str(exc))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        return _error(400, f"input.{'.'.join(map(str, first['loc']))}: {first['msg']}")
+        return _error(400, str(DialectError.from_validation(exc, prefix="input")))
     try:
         return app, await enqueue(app, job)
     except KafkaUnavailable:

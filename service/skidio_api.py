@@ -48,8 +48,7 @@ async def _submit(request: Request) -> tuple[AppState, JobStatus] | JSONResponse
     except DialectError as exc:
         return _error(400, str(exc))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        return _error(400, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}")
+        return _error(400, str(DialectError.from_validation(exc)))
     try:
         return app, await enqueue(app, job)
     except KafkaUnavailable:

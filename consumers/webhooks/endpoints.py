@@ -7,7 +7,7 @@ import time
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from consumers.webhooks.mirror import TopicMirror
+from consumers.topic_mirror import TopicMirror
 from contract.settings import Settings
 from contract.topics import Topics
 

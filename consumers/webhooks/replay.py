@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from consumers.webhooks.endpoints import enable
-from consumers.webhooks.mirror import TopicMirror
+from consumers.topic_mirror import TopicMirror
 from consumers.webhooks.status_view import DeliveryView
 from contract.deliveries import Delivery, DeliveryState, DeliveryStatus
 from contract.serialization import decode, encode, key

@@ -8,7 +8,7 @@ from contextlib import suppress
 import structlog
 from pydantic import ValidationError
 
-from consumers.webhooks.mirror import TopicMirror
+from consumers.topic_mirror import TopicMirror
 from contract.deliveries import DeliveryStatus
 from contract.serialization import decode
 from contract.settings import Settings

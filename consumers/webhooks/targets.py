@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import structlog
 from pydantic import ValidationError
 
-from consumers.webhooks.mirror import TopicMirror
+from consumers.topic_mirror import TopicMirror
 from contract.job import Job
 from contract.serialization import decode
 from contract.settings import Settings

@@ -1,7 +1,7 @@
 """Follow every partition of one topic from its beginning, without a group, handing each record to `apply`.
 
-The dispatcher's lookups (jobs' webhook targets, disabled endpoints) and the service's delivery view
-are such mirrors. `sync()` waits until everything written before the call has been applied.
+The state view, the runner's cancel list, the dispatcher's lookups (webhook targets, disabled
+endpoints) and the service's delivery view are such mirrors. `sync()` waits until everything written before the call has been applied.
 """
 
 from __future__ import annotations
