@@ -27,6 +27,8 @@ def infotext(spec: dict[str, Any], seed: int, model: str = "default") -> str:
         "Seed": seed,
         "Size": f"{spec.get('width')}x{spec.get('height')}",
         "Model": model,
+        "Refiner": spec.get("refiner"),  # A1111 writes both only when a refiner ran
+        "Refiner switch at": spec.get("refiner_switch_at") if spec.get("refiner") else None,
         "Version": "easel",
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items() if value is not None)

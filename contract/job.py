@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 MAX_SEED = 2**32 - 1
+# A1111's default switch point: the base denoises the first 80 % of the schedule, the refiner the rest.
+DEFAULT_REFINER_SWITCH = 0.8
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 # A1111 sampler names Easel accepts; gpu_runner/samplers.py maps each to a diffusers scheduler.
@@ -87,15 +89,32 @@ class JobSpec(BaseModel):
     seed: int | None = Field(default=None, ge=-1, le=MAX_SEED, description="null or -1: random")
     num_images: int = Field(default=1, ge=1, le=4)
     model: str = Field(default="default", max_length=200)
+    refiner: str | None = Field(
+        default=None, max_length=200, description="a configured refiner: base and refiner denoise as an ensemble of experts"
+    )
+    refiner_switch_at: float | None = Field(
+        default=None, gt=0, lt=1, description="fraction of the schedule the base denoises; 0.8 when a refiner is named"
+    )
+    safety_checker: bool = Field(default=False, description="run the configured safety checker; flagged images are black")
     output_format: Literal["png", "jpeg", "webp"] = "png"
     preview: bool = Field(default=False, description="emit preview events while denoising")
     execution_timeout_s: float | None = Field(default=None, gt=0, le=3600)
     ttl_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_switch(cls, data: Any) -> Any:
+        # Filled in here, not at render time, so the status's `spec` shows the switch point used.
+        if isinstance(data, dict) and data.get("refiner") and data.get("refiner_switch_at") is None:
+            return {**data, "refiner_switch_at": DEFAULT_REFINER_SWITCH}
+        return data
+
     @model_validator(mode="after")
     def _schedule_fits_sampler(self) -> JobSpec:
         if self.schedule in UNSUPPORTED_SCHEDULES.get(self.sampler, ()):
             raise ValueError(f"schedule {self.schedule!r} is not available with sampler {self.sampler!r}")
+        if self.refiner_switch_at is not None and not self.refiner:
+            raise ValueError("refiner_switch_at needs a refiner")
         return self
 
     @property

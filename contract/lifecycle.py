@@ -15,7 +15,11 @@ _ALLOWED: dict[JobState, frozenset[EventType]] = {
     JobState.IN_QUEUE: frozenset(EventType) - {EventType.QUEUED},
     # A redelivered job starts again: IN_PROGRESS may take `started` once more.
     JobState.IN_PROGRESS: frozenset(EventType) - {EventType.QUEUED},
+    # A retry (RunPod /retry) puts a failed or timed-out job back in the queue under the same id.
+    JobState.FAILED: frozenset({EventType.QUEUED}),
+    JobState.TIMED_OUT: frozenset({EventType.QUEUED}),
 }
+RETRYABLE = frozenset({JobState.FAILED, JobState.TIMED_OUT})
 
 
 def queued_status(job: Job, ts: float) -> JobStatus:
@@ -30,6 +34,20 @@ def queued_status(job: Job, ts: float) -> JobStatus:
         dialect=job.dialect,
         spec=job.model_dump(mode="json", include=set(JobSpec.model_fields)),
         client_input=job.client_input,
+        webhook=job.webhook,
+    )
+
+
+def job_of(status: JobStatus, ts: float) -> Job:
+    """The request message again, from a status (to retry it): same id, same parameters, queued at `ts`."""
+    return Job(
+        **status.spec,
+        id=status.job_id,
+        owner=status.owner,
+        created_at=ts,
+        webhook=status.webhook,
+        dialect=status.dialect,
+        client_input=status.client_input,
     )
 
 
@@ -41,7 +59,17 @@ def advance(status: JobStatus, event: Event) -> JobStatus:
     changes: dict[str, object] = {"seq": event.seq, "updated_at": event.ts}
     if (state := event.type.state) is not None:
         changes["state"] = state
-    if event.type is EventType.STARTED:
+    if event.type is EventType.QUEUED:  # a retry: the earlier attempt's outcome is cleared
+        changes |= {
+            "retries": status.retries + 1,
+            "started_at": None,
+            "finished_at": None,
+            "progress": None,
+            "outputs": [],
+            "seeds": [],
+            "error": None,
+        }
+    elif event.type is EventType.STARTED:
         changes |= {
             "started_at": event.ts,
             "attempt": status.attempt + 1,

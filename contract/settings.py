@@ -44,8 +44,19 @@ class Settings:
     # Signs public image URLs (ModelsLab `output`, RunPod `image_url`); shared by every API instance.
     url_secret: str = ""
     sync_wait_s: float = 90.0
+    # Images (and their URLs) are served this long after a job finished, then answer 404.
+    retention_s: float = 7 * 24 * 3600.0
+    # Most jobs one key may have waiting in the queue (0: no limit); more answer 429.
+    max_queued_per_key: int = 0
     # Runner.
     model: str = ""
+    # The name clients pick the base model by (A1111 `sd_model_checkpoint`, native `model`); "default" works too.
+    model_name: str = "default"
+    # Optional SDXL refiner (folder or hub id) and its name (A1111 `refiner_checkpoint`, native `refiner`).
+    refiner: str = ""
+    refiner_name: str = "refiner"
+    # Optional safety checker: a folder with a saved StableDiffusionSafetyChecker and its feature extractor.
+    safety_checker: str = ""
     runner_id: str = ""
     device: str = "auto"
     job_timeout_s: float = 600.0

@@ -5,7 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from contract.job import WebhookSpec
 
 
 class JobState(StrEnum):
@@ -47,6 +49,8 @@ class Output(BaseModel):
     width: int
     height: int
     seed: int
+    # The safety checker flagged this image (it was replaced by a black one); False when not checked.
+    nsfw: bool = False
 
 
 class JobStatus(BaseModel):
@@ -74,6 +78,14 @@ class JobStatus(BaseModel):
     # from the status alone; `client_input` is the request as the client sent it (RunPod echoes it).
     spec: dict[str, Any] = Field(default_factory=dict)
     client_input: dict[str, Any] | None = None
+    webhook: WebhookSpec | None = None
+    retries: int = 0  # how often a failed or timed-out job was put back in the queue (RunPod /retry)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def nsfw_content_detected(self) -> list[bool]:
+        """Per image: did the safety checker flag it. Derived from the outputs, so it travels with them."""
+        return [output.nsfw for output in self.outputs]
 
     @property
     def is_terminal(self) -> bool:

@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from contract.catalog import DEFAULT_MODEL, refiner_rule
 from contract.infotext import infotext
 from contract.states import JobStatus
 from dialects.errors import DialectError
@@ -49,16 +50,25 @@ def with_defaults(payload: dict[str, Any], defaults: dict[str, Any] | None = Non
     return {**(defaults or TXT2IMG_DEFAULTS), **payload}
 
 
-def job_fields(payload: dict[str, Any], model_names: tuple[str, ...], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """JobSpec fields from a txt2img payload (A1111 defaults filled in)."""
+def job_fields(
+    payload: dict[str, Any],
+    model_names: tuple[str, ...],
+    defaults: dict[str, Any] | None = None,
+    refiner_names: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """JobSpec fields from a txt2img payload (A1111 defaults filled in).
+
+    `model_names` / `refiner_names`: what `sd_model_checkpoint` / `refiner_checkpoint` may name.
+    """
     p = with_defaults(payload, defaults)
     for field, rule in _UNSUPPORTED.items():
         if p.get(field):
             raise DialectError(field, rule)
     if p.get("subseed_strength"):
         raise DialectError("subseed_strength", "variation seeds are not supported; use 0")
-    if p.get("refiner_checkpoint"):
-        raise DialectError("refiner_checkpoint", "no refiner is configured")
+    refiner = p.get("refiner_checkpoint") or None
+    if refiner is not None and refiner not in refiner_names:
+        raise DialectError("refiner_checkpoint", refiner_rule(refiner_names))
     checkpoint = (p.get("override_settings") or {}).get("sd_model_checkpoint")
     if checkpoint is not None and checkpoint not in model_names:
         raise DialectError("override_settings.sd_model_checkpoint", f"must be one of: {', '.join(model_names)}")
@@ -77,8 +87,15 @@ def job_fields(payload: dict[str, Any], model_names: tuple[str, ...], defaults: 
         "schedule": schedule,
         "seed": p["seed"],
         "num_images": images,
-        "model": "default",
-    }
+        "model": checkpoint or DEFAULT_MODEL,
+    } | _refiner_fields(refiner, p.get("refiner_switch_at"))
+
+
+def _refiner_fields(refiner: str | None, switch_at: Any) -> dict[str, Any]:
+    """A1111 ignores `refiner_switch_at` without a refiner; with one, the contract defaults it to 0.8."""
+    if refiner is None:
+        return {}
+    return {"refiner": refiner, "refiner_switch_at": switch_at}
 
 
 def _int(p: dict[str, Any], field: str) -> int:

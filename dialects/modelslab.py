@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contract.catalog import SAFETY_CHECKER_RULE
 from contract.states import JobState, JobStatus
 from dialects.errors import DialectError
 
@@ -13,13 +14,17 @@ MAX_SIDE = 1024  # ModelsLab's documented limit for realtime
 DEFAULT_STEPS = 20
 
 
-def job_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """JobSpec fields from a text2img body; numeric strings are accepted where ModelsLab sends them."""
+def job_fields(body: dict[str, Any], safety_checker_available: bool = False) -> dict[str, Any]:
+    """JobSpec fields from a text2img body; numeric strings are accepted where ModelsLab sends them.
+
+    `safety_checker_available`: a checker is configured, so `safety_checker: true` can be honoured.
+    """
     unknown = sorted(body.keys() - FIELDS)
     if unknown:
         raise DialectError(unknown[0], "is not a known field")
-    if body.get("safety_checker"):
-        raise DialectError("safety_checker", "no safety checker is configured on this server; send false")
+    safety_checker = _flag(body, "safety_checker")
+    if safety_checker and not safety_checker_available:
+        raise DialectError("safety_checker", SAFETY_CHECKER_RULE)
     fields: dict[str, Any] = {
         "prompt": body.get("prompt"),
         "negative_prompt": body.get("negative_prompt") or "",
@@ -29,6 +34,7 @@ def job_fields(body: dict[str, Any]) -> dict[str, Any]:
         "steps": _number(body, "num_inference_steps", DEFAULT_STEPS, int),
         "guidance": _number(body, "guidance_scale", 7.5, float),
         "seed": body.get("seed"),
+        "safety_checker": safety_checker,
     }
     if not 1 <= fields["num_images"] <= 4:
         raise DialectError("samples", "samples must be between 1 and 4")
@@ -48,6 +54,16 @@ def _number(body: dict[str, Any], field: str, default: float, kind: type[int] | 
     if kind is int and not number.is_integer():
         raise DialectError(field, f"{field} must be a whole number")
     return kind(number)
+
+
+def _flag(body: dict[str, Any], field: str) -> bool:
+    """A boolean; ModelsLab clients also send "yes" / "no" (and the strings "true" / "false")."""
+    value = body.get(field)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("yes", "true", "no", "false"):
+        return value.lower() in ("yes", "true")
+    raise DialectError(field, f"{field} must be true or false")
 
 
 def _side(body: dict[str, Any], field: str) -> int:
@@ -70,7 +86,7 @@ def meta(status: JobStatus) -> dict[str, Any]:
         "num_inference_steps": spec.get("steps"),
         "guidance_scale": spec.get("guidance"),
         "seed": status.seeds[0] if status.seeds else spec.get("seed"),
-        "safety_checker": "no",
+        "safety_checker": "yes" if spec.get("safety_checker") else "no",
         "file_prefix": status.job_id,
     }
 
@@ -87,7 +103,8 @@ def render(status: JobStatus, urls: list[str], base64_images: list[str] | None, 
             "output": output,
             "proxy_links": urls,
             "meta": meta(status),
-            "nsfw_content_detected": False,
+            # One flag for the response, as ModelsLab has it: did the checker black out any image.
+            "nsfw_content_detected": any(status.nsfw_content_detected),
         }
     if status.is_terminal:
         return {"status": "error", "id": job_id, "message": status.error or status.state.value.lower()}

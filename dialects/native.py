@@ -34,10 +34,13 @@ def render_status(status: JobStatus, base_url: str) -> dict[str, Any]:
                 "width": output.width,
                 "height": output.height,
                 "seed": output.seed,
+                "nsfw": output.nsfw,
             }
             for index, output in enumerate(status.outputs)
         ],
         "seeds": status.seeds,
+        # Per image: the safety checker flagged it, and it was replaced by a black image.
+        "nsfw_content_detected": status.nsfw_content_detected,
         "error": status.error,
         "links": {"self": job_url(base_url, status.job_id)},
     }

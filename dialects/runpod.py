@@ -30,16 +30,18 @@ def shape_of(job_input: dict[str, Any]) -> str:
     return "a1111" if _A1111_KEYS & job_input.keys() else "public"
 
 
-def job_fields(body: dict[str, Any], model_names: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+def job_fields(
+    body: dict[str, Any], model_names: tuple[str, ...], refiner_names: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], str]:
     """(JobSpec fields, shape) from a /run or /runsync body."""
     job_input = body.get("input")
     if not isinstance(job_input, dict):
         raise DialectError("input", "is required and must be an object")
     shape = shape_of(job_input)
     if shape == "a1111-api":
-        fields = a1111.job_fields(_payload(job_input), model_names, WORKER_DEFAULTS)
+        fields = a1111.job_fields(_payload(job_input), model_names, WORKER_DEFAULTS, refiner_names)
     elif shape == "a1111":
-        fields = a1111.job_fields(job_input, model_names, WORKER_DEFAULTS)
+        fields = a1111.job_fields(job_input, model_names, WORKER_DEFAULTS, refiner_names)
     else:
         fields = _public_fields(job_input)
     fields |= _policy(body.get("policy"))

@@ -28,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     model_commands = model.add_subparsers(dest="model_command", required=True)
     tiny = model_commands.add_parser("tiny", help="build the tiny random SDXL pipeline offline into DIR")
     tiny.add_argument("dir", type=Path)
+    tiny_refiner = model_commands.add_parser("tiny-refiner", help="build a tiny random SDXL refiner offline into DIR")
+    tiny_refiner.add_argument("dir", type=Path)
+    tiny_checker = model_commands.add_parser(
+        "tiny-safety-checker", help="build a tiny safety checker offline into DIR (flags nothing, or everything)"
+    )
+    tiny_checker.add_argument("dir", type=Path)
+    tiny_checker.add_argument("--flag-everything", action="store_true")
     from easel import generate
 
     generate.add_parser(commands)
@@ -69,11 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         case "webhooks":
             return webhooks.run(args, settings)
         case "model":
-            from gpu_runner.tiny_model import save_tiny_sdxl
-
-            print(save_tiny_sdxl(args.dir))
-            return 0
+            return _build_model(args)
     return 2
+
+
+def _build_model(args: argparse.Namespace) -> int:
+    from gpu_runner.tiny_model import save_tiny_refiner, save_tiny_sdxl
+
+    if args.model_command == "tiny-refiner":
+        print(save_tiny_refiner(args.dir))
+    elif args.model_command == "tiny-safety-checker":
+        from gpu_runner.tiny_checker import save_tiny_checker
+
+        print(save_tiny_checker(args.dir, args.flag_everything))
+    else:
+        print(save_tiny_sdxl(args.dir))
+    return 0
 
 
 def _run_kafka(settings: Settings) -> int:
@@ -111,7 +129,9 @@ def _run_runner(settings: Settings) -> int:
     from gpu_runner.pipeline import SDXLGenerator, resolve_model
     from gpu_runner.runner import Runner
 
-    generator = SDXLGenerator(resolve_model(settings.model, settings.home), settings.device)
+    generator = SDXLGenerator(
+        resolve_model(settings.model, settings.home), settings.device, settings.refiner, settings.safety_checker
+    )
     try:
         asyncio.run(Runner(settings, generator).run())
     except KeyboardInterrupt:

@@ -5,12 +5,18 @@ from __future__ import annotations
 import io
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
-def encode_image(image: Image.Image, fmt: str) -> bytes:
+def encode_image(image: Image.Image, fmt: str, parameters: str | None = None) -> bytes:
+    """`parameters`: A1111's infotext, written where A1111 writes it (the PNG `parameters` text chunk)."""
     buffer = io.BytesIO()
-    options = {"quality": 92} if fmt in ("jpeg", "webp") else {}
+    options: dict[str, object] = {"quality": 92} if fmt in ("jpeg", "webp") else {}
+    if fmt == "png" and parameters is not None:
+        info = PngInfo()
+        info.add_text("parameters", parameters)
+        options["pnginfo"] = info
     image.convert("RGB").save(buffer, format=_PIL_FORMAT[fmt], **options)
     return buffer.getvalue()

@@ -10,8 +10,10 @@ from typing import Any
 import structlog
 
 from contract.blobs import CONTENT_TYPES, BlobStore, image_key
+from contract.catalog import Catalog
 from contract.events import EventType
-from contract.job import MAX_SEED, Job
+from contract.infotext import infotext
+from contract.job import MAX_SEED, Job, JobSpec
 from gpu_runner.cancellations import CancelWatcher
 from gpu_runner.encoding import encode_image
 from gpu_runner.pipeline import LatentsCallback, SDXLGenerator
@@ -48,6 +50,7 @@ class JobExecution:
         runner_id: str,
         timeout_s: float,
         preview_every: int = 0,
+        catalog: Catalog | None = None,
     ) -> None:
         self.job = job
         self.writer = writer
@@ -57,6 +60,7 @@ class JobExecution:
         self.runner_id = runner_id
         self.timeout_s = min(timeout_s, job.execution_timeout_s or timeout_s)
         self.preview_every = preview_every
+        self.catalog = catalog or Catalog()
 
     async def run(self) -> EventType:
         """Emit every event of one attempt at the job; return the terminal event emitted."""
@@ -96,7 +100,8 @@ class JobExecution:
             log.exception("generation failed", job_id=job.id, track_id=job.track_id)
             self.writer.emit(EventType.FAILED, {"error": _short_reason(exc)})
             return EventType.FAILED
-        self.writer.emit(EventType.COMPLETED, {"outputs": outputs, "seeds": seeds})
+        nsfw = [bool(output["nsfw"]) for output in outputs]
+        self.writer.emit(EventType.COMPLETED, {"outputs": outputs, "seeds": seeds, "nsfw_content_detected": nsfw})
         return EventType.COMPLETED
 
     def _stop_before_start(self) -> JobStopped | None:
@@ -105,8 +110,12 @@ class JobExecution:
             return JobStopped(EventType.CANCELLED, "cancelled before it started")
         if job.ttl_s is not None and time.time() - job.created_at > job.ttl_s:
             return JobStopped(EventType.TIMED_OUT, f"waited in the queue longer than its ttl of {job.ttl_s:g} s")
-        if job.model != "default":
-            return JobStopped(EventType.FAILED, f"unknown model {job.model!r}; configured: default")
+        # The API checked this already; a job written straight to Kafka was not.
+        if (problem := self.catalog.problem(job)) is not None:
+            field, rule = problem
+            value = getattr(job, field)
+            reason = f"{field}: {rule}" if isinstance(value, bool) else f"unknown {field} {value!r}; {rule}"
+            return JobStopped(EventType.FAILED, reason)
         return None
 
     def _previews(self, loop: asyncio.AbstractEventLoop) -> LatentsCallback:
@@ -124,10 +133,15 @@ class JobExecution:
     ) -> list[dict[str, Any]]:
         job = self.job
         images = self.generator.generate(job, seeds, on_step, on_latents)
+        nsfw = [False] * len(images)
+        if job.safety_checker:
+            images, nsfw = self.generator.check_safety(images)
+        spec = job.model_dump(mode="json", include=set(JobSpec.model_fields))
         outputs = []
-        for index, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+        for index, (image, seed, flagged) in enumerate(zip(images, seeds, nsfw, strict=True)):
             key = image_key(job.id, index, job.output_format)
-            self.blobs.put(key, encode_image(image, job.output_format))
+            parameters = infotext(spec, seed, self.catalog.model_name)
+            self.blobs.put(key, encode_image(image, job.output_format, parameters))
             outputs.append(
                 {
                     "key": key,
@@ -135,6 +149,7 @@ class JobExecution:
                     "width": image.width,
                     "height": image.height,
                     "seed": seed,
+                    "nsfw": flagged,
                 }
             )
         return outputs

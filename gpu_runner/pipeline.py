@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,21 +10,20 @@ from typing import Any, TypeVar
 
 import structlog
 import torch
-from diffusers import StableDiffusionXLPipeline
+from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
 from contract.job import Job
+from gpu_runner.safety import SafetyChecker
 from gpu_runner.samplers import build_scheduler
+from gpu_runner.steps import LatentsCallback, StepCallback, StepCounter, ensemble_split, user_steps
 from gpu_runner.tiny_model import is_saved_pipeline, save_tiny_sdxl
 
+__all__ = ["LatentsCallback", "SDXLGenerator", "StepCallback", "pick_device", "resolve_model"]
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-# Called with (step, total steps) after each user-visible denoising step; may raise to stop the job.
-StepCallback = Callable[[int, int], None]
-# Called with (step, total steps, latents) right after the step's StepCallback: previews.
-LatentsCallback = Callable[[int, int, torch.Tensor], None]
 
 
 def resolve_model(model: str, home: Path) -> str:
@@ -48,9 +46,13 @@ def pick_device(requested: str) -> tuple[str, torch.dtype]:
 
 
 class SDXLGenerator:
-    """One pipeline per process, one job at a time: schedulers are stateful."""
+    """One pipeline per process, one job at a time: schedulers are stateful.
 
-    def __init__(self, model: str, device: str = "auto") -> None:
+    Optionally an SDXL refiner (sharing the base's VAE and second text encoder, as the real pair
+    does) and a safety checker, both loaded once at start.
+    """
+
+    def __init__(self, model: str, device: str = "auto", refiner: str = "", safety_checker: str = "") -> None:
         self.device, dtype = pick_device(device)
         log.info("loading pipeline", model=model, device=self.device, dtype=str(dtype))
         diffusers_logging.disable_progress_bar()
@@ -58,6 +60,18 @@ class SDXLGenerator:
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self._base_scheduler_config = self.pipe.scheduler.config
+        self.refiner: StableDiffusionXLImg2ImgPipeline | None = None
+        self._refiner_scheduler_config: Any = None
+        if refiner:
+            log.info("loading refiner", refiner=refiner)
+            self.refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+                refiner, text_encoder_2=self.pipe.text_encoder_2, vae=self.pipe.vae, dtype=dtype, add_watermarker=False
+            )
+            self.refiner.to(self.device)
+            self.refiner.set_progress_bar_config(disable=True)
+            # Kept apart: each job's scheduler is built from the loaded config, never the last job's.
+            self._refiner_scheduler_config = self.refiner.scheduler.config
+        self.checker = SafetyChecker(safety_checker, self.device, dtype) if safety_checker else None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-generate")
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -73,31 +87,67 @@ class SDXLGenerator:
     ) -> list[Image.Image]:
         pipe = self.pipe
         pipe.scheduler = build_scheduler(self._base_scheduler_config, job.sampler, job.schedule)
-        # Second-order schedulers call back per sub-step; report A1111-style user steps.
-        order = getattr(pipe.scheduler, "order", 1)
-        last_step = 0
-
-        def step_end(p: Any, index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            nonlocal last_step
-            step = min(math.ceil((index + 1) / order), job.steps)
-            if step != last_step:
-                last_step = step
-                on_step(step, job.steps)
-                if on_latents is not None:
-                    on_latents(step, job.steps, kwargs["latents"])
-            return kwargs
-
         # CPU generators: a seed gives the same initial noise on a CPU test box and on a GPU.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        result = pipe(
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt or None,
+        common: dict[str, Any] = {
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt or None,
+            "num_inference_steps": job.steps,
+            "guidance_scale": job.guidance,
+            "num_images_per_prompt": len(seeds),
+            "generator": generators,
+        }
+        if job.refiner is not None:
+            split = self._ensemble_split(job)
+            # A switch so late that the refiner gets no timestep leaves the whole schedule to the base (below).
+            if split[1]:
+                return self._generate_ensemble(job, common, split, on_step, on_latents)
+        counter = StepCounter(job.steps, on_step, on_latents)
+        order = getattr(pipe.scheduler, "order", 1)
+        result = pipe(**common, width=job.width, height=job.height, callback_on_step_end=counter.phase(order, job.steps))
+        return list(result.images)
+
+    def check_safety(self, images: list[Image.Image]) -> tuple[list[Image.Image], list[bool]]:
+        """Flagged images replaced by black ones, and the flags. Raises when no checker is configured."""
+        if self.checker is None:
+            raise RuntimeError("no safety checker is configured")
+        return self.checker.check(images)
+
+    def _ensemble_split(self, job: Job) -> tuple[int, int]:
+        if self.refiner is None or job.refiner_switch_at is None:
+            raise RuntimeError("this runner has no refiner loaded")
+        base = build_scheduler(self._base_scheduler_config, job.sampler, job.schedule)
+        refiner = build_scheduler(self._refiner_scheduler_config, job.sampler, job.schedule)
+        return ensemble_split(base, refiner, job.steps, job.refiner_switch_at)
+
+    def _generate_ensemble(
+        self,
+        job: Job,
+        common: dict[str, Any],
+        split: tuple[int, int],
+        on_step: StepCallback,
+        on_latents: LatentsCallback | None,
+    ) -> list[Image.Image]:
+        """Ensemble of expert denoisers: the base denoises down to the switch, the refiner the rest."""
+        refiner = self.refiner
+        assert refiner is not None
+        refiner.scheduler = build_scheduler(self._refiner_scheduler_config, job.sampler, job.schedule)
+        order = getattr(self.pipe.scheduler, "order", 1)
+        base_steps, refiner_steps = user_steps(split[0], order), user_steps(split[1], order)
+        counter = StepCounter(base_steps + refiner_steps, on_step, on_latents)
+        latents = self.pipe(
+            **common,
             width=job.width,
             height=job.height,
-            num_inference_steps=job.steps,
-            guidance_scale=job.guidance,
-            num_images_per_prompt=len(seeds),
-            generator=generators,
-            callback_on_step_end=step_end,
+            denoising_end=job.refiner_switch_at,
+            output_type="latent",
+            callback_on_step_end=counter.phase(order, base_steps),
+        ).images
+        # The same generators, the same number of steps: the refiner runs its share of one schedule.
+        result = refiner(
+            **common,
+            image=latents,
+            denoising_start=job.refiner_switch_at,
+            callback_on_step_end=counter.phase(order, refiner_steps),
         )
         return list(result.images)

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from consumers.state_view import StateView
 from contract.blobs import BlobStore
+from contract.catalog import Catalog
 from contract.events import Event, EventType
 from contract.job import JOB_ID_PATTERN, Job
 from contract.lifecycle import advance, queued_status
@@ -47,6 +48,7 @@ class Runner:
         self.blobs = BlobStore(settings.blob_dir)
         self.view = StateView(settings)
         self.cancels = CancelWatcher(settings)
+        self.catalog = Catalog.from_settings(settings)
         # Set when partitions are (re)assigned: their jobs may carry an earlier attempt's writes.
         self._assigned = asyncio.Event()
 
@@ -101,7 +103,7 @@ class Runner:
             try:
                 execution = JobExecution(
                     job, writer, self.generator, self.blobs, self.cancels, self.runner_id, self.settings.job_timeout_s,
-                    preview_every=self.settings.preview_every,
+                    preview_every=self.settings.preview_every, catalog=self.catalog,
                 )
                 outcome = await execution.run()
                 await writer.flush()
@@ -120,7 +122,11 @@ class Runner:
         if self._assigned.is_set():
             self._assigned.clear()
             await self.view.sync()
-        return self.view.get(job.id) or queued_status(job, job.created_at)
+        status = self.view.get(job.id)
+        if status is not None and status.is_terminal:
+            await self.view.sync()  # before skipping it: a retry may have requeued it a moment ago
+            status = self.view.get(job.id)
+        return status or queued_status(job, job.created_at)
 
     async def _reject(self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
         """A message that is not a valid job: dead-letter it and, if it names a job, fail that job."""

@@ -13,7 +13,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 
@@ -65,13 +71,7 @@ def build_tiny_sdxl(workdir: Path) -> StableDiffusionXLPipeline:
         cross_attention_dim=64,  # hidden sizes of both text encoders, 32 + 32
         norm_num_groups=1,
     )
-    scheduler = EulerDiscreteScheduler(  # the real SDXL scheduler config
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    scheduler = _sdxl_scheduler()
     torch.manual_seed(0)
     vae = AutoencoderKL(
         block_out_channels=[8, 16, 16, 16],
@@ -110,6 +110,59 @@ def build_tiny_sdxl(workdir: Path) -> StableDiffusionXLPipeline:
         feature_extractor=None,
         add_watermarker=False,
     )
+
+
+def _sdxl_scheduler() -> EulerDiscreteScheduler:
+    return EulerDiscreteScheduler(  # the real SDXL scheduler config
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+
+
+def build_tiny_refiner(base: StableDiffusionXLPipeline) -> StableDiffusionXLImg2ImgPipeline:
+    """The refiner of diffusers' refiner-only tests: encoder 2 only, aesthetic score in the time ids.
+
+    It shares the base's VAE, second text encoder and tokenizer, as the real SDXL refiner does.
+    """
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=72,  # 5 time ids (aesthetic score included) * 8 + 32
+        cross_attention_dim=32,  # encoder 2 only
+    )
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=base.vae,
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=base.text_encoder_2,
+        tokenizer_2=base.tokenizer_2,
+        unet=unet,
+        scheduler=_sdxl_scheduler(),
+        requires_aesthetics_score=True,
+        add_watermarker=False,
+    )
+
+
+def save_tiny_refiner(target: Path) -> Path:
+    """Build the tiny refiner beside a freshly built tiny base (same seeds, so the same shared parts)."""
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        build_tiny_refiner(build_tiny_sdxl(Path(workdir))).save_pretrained(str(target))
+    return target
 
 
 def save_tiny_sdxl(target: Path) -> Path:

@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaError
 
 from contract.events import Event, EventType
 from contract.job import Job
-from contract.lifecycle import queued_status
+from contract.lifecycle import advance, job_of, queued_status
 from contract.serialization import encode, key
 from contract.states import JobStatus
 from contract.topics import Topics
@@ -27,14 +27,31 @@ class JobProducer:
         self._timeout_s = timeout_s
 
     async def submit(self, job: Job) -> JobStatus:
-        """Return once Kafka acknowledged the job; raise KafkaUnavailable otherwise.
-
-        The IN_QUEUE status is written before the request, so it can never land after a runner's
-        IN_PROGRESS and overwrite it on the compacted state topic.
-        """
+        """Return once Kafka acknowledged the job; raise KafkaUnavailable otherwise."""
         now = time.time()
         status = queued_status(job, now)
-        queued = Event(job_id=job.id, seq=0, type=EventType.QUEUED, ts=now)
+        await self._publish(job, status, Event(job_id=job.id, seq=0, type=EventType.QUEUED, ts=now))
+        log.info("job submitted", job_id=job.id, track_id=job.track_id, owner=job.owner)
+        return status
+
+    async def requeue(self, status: JobStatus) -> JobStatus:
+        """Put a failed or timed-out job back in the queue under its id (RunPod's /retry).
+
+        Raises contract.lifecycle.InvalidTransition for a job in any other state.
+        """
+        now = time.time()
+        queued = Event(job_id=status.job_id, seq=status.seq + 1, type=EventType.QUEUED, ts=now)
+        requeued = advance(status, queued)
+        await self._publish(job_of(status, now), requeued, queued)
+        log.info("job requeued", job_id=status.job_id, track_id=status.track_id, retries=requeued.retries)
+        return requeued
+
+    async def _publish(self, job: Job, status: JobStatus, queued: Event) -> None:
+        """The IN_QUEUE status and `queued` event first, then the request.
+
+        A runner only sees the request after the status is on the compacted state topic, so this
+        status can never land after the runner's IN_PROGRESS and overwrite it.
+        """
         try:
             async with asyncio.timeout(self._timeout_s):
                 state_ack = await self._producer.send(self._topics.state, encode(status), key=key(job.id))
@@ -44,5 +61,3 @@ class JobProducer:
         except (TimeoutError, KafkaError) as exc:
             log.warning("submit failed", job_id=job.id, track_id=job.track_id, error=repr(exc))
             raise KafkaUnavailable("Kafka did not acknowledge the job in time") from exc
-        log.info("job submitted", job_id=job.id, track_id=job.track_id, owner=job.owner)
-        return status

@@ -20,7 +20,7 @@ from producers import KafkaUnavailable
 from service.errors import ApiError
 from service.requests import json_object
 from service.state import AppState
-from service.submission import build_job, enqueue, images_base64, request_cancel, wait_terminal
+from service.submission import RETRY_AFTER_S, QueueFull, build_job, enqueue, images_base64, request_cancel, wait_terminal
 
 _DEFAULT_SCHEDULES = {"DPM++ 2M": "karras", "DPM2": "karras", "DPM2 a": "karras", "DPM++ 2S a": "karras",
                       "DPM++ 2M SDE": "exponential"}
@@ -38,14 +38,21 @@ async def txt2img(request: Request) -> Response:
     payload = await json_object(request)
     owner = app.keys.authenticate(request, payload)
     try:
-        fields = a1111.job_fields({k: v for k, v in payload.items() if k != "key"}, app.model_names)
+        fields = a1111.job_fields(
+            {k: v for k, v in payload.items() if k != "key"}, app.model_names, refiner_names=app.refiner_names
+        )
         job = build_job(fields, owner, dialect="a1111", client_input=payload)
     except DialectError as exc:
         return _detail(exc.status, exc.field, exc.rule)
     except ValidationError as exc:
         return JSONResponse({"detail": [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
                                         for e in exc.errors()]}, status_code=422)
-    status = await enqueue(app, job)
+    try:
+        status = await enqueue(app, job)
+    except QueueFull as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(RETRY_AFTER_S)})
+    except KafkaUnavailable:
+        return JSONResponse({"detail": "the job queue is unavailable; nothing was queued"}, status_code=503)
     status = await wait_terminal(app, status, app.settings.job_timeout_s)
     if status.state.value == "FAILED":
         return JSONResponse({"error": "GenerationFailed", "detail": status.error, "body": "", "errors": status.error},

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from contract.catalog import Catalog
 from contract.settings import Settings
 from service.auth import ApiKeys
 from service.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
@@ -66,7 +67,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         kafka = KafkaLink(settings)
         await kafka.start(wait_s=10.0)
-        app.state.easel = AppState(settings=settings, keys=ApiKeys(settings.all_keys), kafka=kafka)
+        app.state.easel = AppState(
+            settings=settings, keys=ApiKeys(settings.all_keys), kafka=kafka, catalog=Catalog.from_settings(settings)
+        )
         app.state.openapi = build_spec(app.routes)
         app.state.streams = await start_stream_hub(app.state.easel)
         app.state.webhook_deliveries = start_delivery_view(settings)

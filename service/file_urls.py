@@ -14,6 +14,7 @@ from contract.blobs import BlobStore
 from dialects.links import file_token
 from service.errors import ApiError
 from service.state import AppState
+from service.submission import expired
 
 
 async def get_file(request: Request) -> Response:
@@ -26,6 +27,8 @@ async def get_file(request: Request) -> Response:
     status = app.kafka.view.get(job_id)
     if status is None or index >= len(status.outputs):
         raise ApiError(404, "not_found", "not ready yet", field="index")  # future_links poll this
+    if expired(app, status):
+        raise ApiError(404, "not_found", "this image has expired", field="index")
     output = status.outputs[index]
     data = BlobStore(app.settings.blob_dir).get(output.key)
     if data is None:

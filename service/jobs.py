@@ -11,15 +11,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from contract.blobs import BlobStore
-from contract.control import ControlCommand
 from contract.job import Job, JobSpec, WebhookSpec, new_job_id
-from contract.serialization import encode, key
 from contract.states import JobStatus
 from producers import KafkaUnavailable
-from service.errors import ApiError, validation_error
 from dialects.native import job_url, render_status
+from service.errors import ApiError, validation_error
 from service.requests import bounded_float, json_object
 from service.state import AppState
+from service.submission import RETRY_AFTER_S, QueueFull, enqueue, expired, find_status, request_cancel
 from service.webhooks import render_deliveries, vet_webhook
 
 log = structlog.get_logger(__name__)
@@ -39,14 +38,15 @@ async def submit_job(request: Request) -> Response:
         webhook = _webhook(body)
     except ValidationError as exc:
         raise validation_error(exc, prefix="webhook") from None
-    if spec.model not in app.model_names:
-        raise ApiError(
-            422, "invalid_request", f"model: must be one of: {', '.join(app.model_names)}", field="model"
-        )
+    if (problem := app.catalog.problem(spec)) is not None:  # model, refiner, safety checker: configured ones only
+        field, rule = problem
+        raise ApiError(422, "invalid_request", f"{field}: {rule}", field=field)
     await vet_webhook(app.settings, webhook, "webhook" if isinstance(body.get("webhook"), str) else "webhook.url")
     job = Job(**spec.model_dump(), id=new_job_id(), owner=owner, webhook=webhook, dialect="native")
     try:
-        status = await app.kafka.jobs.submit(job)
+        status = await enqueue(app, job)
+    except QueueFull as exc:
+        raise ApiError(429, "queue_full", str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
     except KafkaUnavailable:
         raise _unavailable() from None
     body_out = render_status(status, app.settings.base_url)
@@ -80,6 +80,8 @@ async def get_image(request: Request) -> Response:
         status = app.kafka.view.get(status.job_id) or status
     if index >= len(status.outputs):
         raise ApiError(404, "not_found", f"job {status.job_id} has no image {index} (yet)", field="index")
+    if expired(app, status):
+        raise ApiError(404, "not_found", "this image has expired", field="index")
     output = status.outputs[index]
     data = BlobStore(app.settings.blob_dir).get(output.key)
     if data is None:
@@ -93,26 +95,19 @@ async def cancel_job(request: Request) -> Response:
     owner = app.keys.authenticate(request)
     status = await _owned_status(app, request.path_params["job_id"], owner)
     if not status.is_terminal:
-        command = ControlCommand(job_id=status.job_id, action="cancel")
         try:
-            producer = app.kafka.producer
-            assert producer is not None
-            await (await producer.send(app.kafka.topics.control, encode(command), key=key(status.job_id)))
-        except Exception:
+            await request_cancel(app, status.job_id)
+        except KafkaUnavailable:
             raise _unavailable() from None
     return JSONResponse(render_status(status, app.settings.base_url), status_code=202)
 
 
 async def _owned_status(app: AppState, job_id: str, owner: str) -> JobStatus:
     try:
-        view = app.kafka.view
-        if (status := view.get(job_id)) is None:
-            # Read-your-writes: a job submitted a moment ago may not have reached this view yet.
-            await asyncio.wait_for(view.sync(), app.settings.submit_timeout_s)
-            status = view.get(job_id)
-    except (KafkaUnavailable, KafkaError, TimeoutError):
+        status = await find_status(app, job_id, owner)
+    except KafkaUnavailable:
         raise _unavailable() from None
-    if status is None or status.owner != owner:  # another key's job does not exist for this key
+    if status is None:
         raise ApiError(404, "not_found", f"no job {job_id}", field="job_id")
     return status
 

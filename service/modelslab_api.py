@@ -20,7 +20,7 @@ from service.errors import ApiError
 from dialects.links import file_urls
 from service.requests import json_object
 from service.state import AppState
-from service.submission import build_job, checked_webhook, enqueue, find_status, images_base64, wait_terminal
+from service.submission import RETRY_AFTER_S, QueueFull, build_job, checked_webhook, enqueue, find_status, images_base64, wait_terminal
 
 # How long text2img holds the request before answering `processing` (ModelsLab's "realtime" window).
 RESPONSE_WINDOW_S = 20.0
@@ -46,7 +46,7 @@ async def text2img(request: Request) -> Response:
     except ApiError as exc:
         return _error(401, "Invalid API key" if body.get("key") else exc.message)
     try:
-        fields = modelslab.job_fields(body)
+        fields = modelslab.job_fields(body, safety_checker_available=app.safety_checker)
         webhook = await checked_webhook(app, body.get("webhook"), body.get("track_id"))
         job = build_job(
             fields,
@@ -63,6 +63,8 @@ async def text2img(request: Request) -> Response:
         return _error(400, str(DialectError.from_validation(exc)))
     try:
         status = await enqueue(app, job)
+    except QueueFull as exc:
+        return JSONResponse({**modelslab.error(str(exc)), "retry_after": RETRY_AFTER_S}, status_code=429)
     except KafkaUnavailable:
         return _error(503, "The queue is unavailable; nothing was queued, retry later.")
     if not body.get("instant_response"):

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from contract.lifecycle import RETRYABLE
 from contract.states import JobState, JobStatus
 from dialects import a1111, runpod
 from dialects.errors import DialectError
@@ -21,7 +22,7 @@ from service.errors import ApiError
 from dialects.links import file_urls
 from service.requests import json_object
 from service.state import AppState
-from service.submission import build_job, checked_webhook, enqueue, find_status, images_base64, request_cancel, wait_terminal
+from service.submission import QueueFull, build_job, checked_webhook, enqueue, find_status, images_base64, request_cancel, wait_terminal
 
 MAX_WAIT_MS = 300_000
 
@@ -46,7 +47,7 @@ async def _submit(request: Request, job_id_prefix: str) -> tuple[AppState, JobSt
     owner = app.keys.authenticate(request)
     body = await json_object(request)
     try:
-        fields, _shape = runpod.job_fields(body, app.model_names)
+        fields, _shape = runpod.job_fields(body, app.model_names, app.refiner_names)
         # RunPod has no track_id field; a track_id inside `input` comes back because input is echoed.
         webhook = await checked_webhook(app, body.get("webhook"), None)
         job = build_job(
@@ -64,6 +65,8 @@ async def _submit(request: Request, job_id_prefix: str) -> tuple[AppState, JobSt
         return _error(400, str(DialectError.from_validation(exc, prefix="input")))
     try:
         return app, await enqueue(app, job)
+    except QueueFull as exc:
+        return _error(429, str(exc))
     except KafkaUnavailable:
         return _error(503, "the job queue is unavailable; nothing was queued, retry later")
 
@@ -140,10 +143,18 @@ async def cancel(request: Request) -> Response:
 
 
 async def retry(request: Request) -> Response:
+    """Put a FAILED or TIMED_OUT job back in the queue with the same id and input."""
     owned = await _owned(request)
     if isinstance(owned, JSONResponse):
         return owned
-    return _error(400, "retry: not supported; a finished job keeps its one outcome, submit the input again with /run")
+    app, job = owned
+    if job.state not in RETRYABLE:
+        return _error(400, f"retry: only FAILED or TIMED_OUT jobs can be retried; this one is {job.state.value}")
+    try:
+        requeued = await app.kafka.jobs.requeue(job)
+    except KafkaUnavailable:
+        return _error(503, "the job queue is unavailable, retry later")
+    return JSONResponse({"id": requeued.job_id, "status": requeued.state.value})
 
 
 async def purge_queue(request: Request) -> Response:
@@ -170,7 +181,7 @@ async def health(request: Request) -> Response:
             "failed": counts[JobState.FAILED] + counts[JobState.TIMED_OUT],
             "inProgress": counts[JobState.IN_PROGRESS],
             "inQueue": counts[JobState.IN_QUEUE],
-            "retried": sum(1 for s in mine if s.attempt > 1),
+            "retried": sum(1 for s in mine if s.retries),
         },
         "workers": {"idle": 0, "running": len(running)},
     })

@@ -22,7 +22,7 @@ from service.errors import ApiError
 from dialects.links import file_urls
 from service.requests import json_object
 from service.state import AppState
-from service.submission import build_job, checked_webhook, enqueue, find_status, images_base64, wait_terminal
+from service.submission import QueueFull, build_job, checked_webhook, enqueue, find_status, images_base64, wait_terminal
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -51,6 +51,8 @@ async def _submit(request: Request) -> tuple[AppState, JobStatus] | JSONResponse
         return _error(400, str(DialectError.from_validation(exc)))
     try:
         return app, await enqueue(app, job)
+    except QueueFull as exc:
+        return _error(429, str(exc))
     except KafkaUnavailable:
         return _error(503, "the queue is unavailable; nothing was queued, retry later")
 

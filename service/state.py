@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from contract.catalog import Catalog
 from contract.settings import Settings
 from service.auth import ApiKeys
 from service.kafka_link import KafkaLink
@@ -14,4 +15,17 @@ class AppState:
     settings: Settings
     keys: ApiKeys
     kafka: KafkaLink
-    model_names: tuple[str, ...] = ("default",)
+    # The configured models, refiners and safety checker, by the names clients use.
+    catalog: Catalog = field(default_factory=Catalog)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return self.catalog.models
+
+    @property
+    def refiner_names(self) -> tuple[str, ...]:
+        return self.catalog.refiners
+
+    @property
+    def safety_checker(self) -> bool:
+        return self.catalog.safety_checker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -13,7 +14,7 @@ from contract.blobs import BlobStore
 from contract.control import ControlCommand
 from contract.job import Job, WebhookSpec, new_job_id
 from contract.serialization import encode, key
-from contract.states import JobStatus
+from contract.states import JobState, JobStatus
 from dialects.errors import DialectError
 from producers import KafkaUnavailable
 from service.errors import ApiError
@@ -57,9 +58,30 @@ async def checked_webhook(app: AppState, url: object, track_id: object, field: s
     return spec
 
 
+class QueueFull(Exception):
+    """The key already has EASEL_MAX_QUEUED_PER_KEY jobs waiting; each dialect answers 429."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Rate limit exceeded. Maximum {limit} queued requests allowed.")
+        self.limit = limit
+
+
+RETRY_AFTER_S = 30
+
+
 async def enqueue(app: AppState, job: Job) -> JobStatus:
-    """Raises KafkaUnavailable when Kafka did not acknowledge."""
+    """Raises QueueFull over the key's queue limit, KafkaUnavailable when Kafka did not acknowledge."""
+    limit = app.settings.max_queued_per_key
+    if limit:
+        waiting = sum(1 for s in app.kafka.view.statuses() if s.owner == job.owner and s.state is JobState.IN_QUEUE)
+        if waiting >= limit:
+            raise QueueFull(limit)
     return await app.kafka.jobs.submit(job)
+
+
+def expired(app: AppState, status: JobStatus) -> bool:
+    """Images are served for EASEL_RETENTION_S after the job finished."""
+    return status.finished_at is not None and time.time() - status.finished_at > app.settings.retention_s
 
 
 async def find_status(app: AppState, job_id: str, owner: str) -> JobStatus | None:
