@@ -10,15 +10,15 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from contract.blobs import BlobStore
 from contract.job import Job, JobSpec, WebhookSpec, new_job_id
 from contract.states import JobStatus
 from producers import KafkaUnavailable
 from dialects.native import job_url, render_status
 from service.errors import ApiError, validation_error
+from service.images import image_response
 from service.requests import bounded_float, json_object
 from service.state import AppState
-from service.submission import RETRY_AFTER_S, QueueFull, enqueue, expired, find_status, request_cancel
+from service.submission import RETRY_AFTER_S, QueueFull, enqueue, find_status, request_cancel
 from service.webhooks import render_deliveries, vet_webhook
 
 log = structlog.get_logger(__name__)
@@ -78,15 +78,7 @@ async def get_image(request: Request) -> Response:
         except (KafkaError, TimeoutError):
             raise _unavailable() from None
         status = app.kafka.view.get(status.job_id) or status
-    if index >= len(status.outputs):
-        raise ApiError(404, "not_found", f"job {status.job_id} has no image {index} (yet)", field="index")
-    if expired(app, status):
-        raise ApiError(404, "not_found", "this image has expired", field="index")
-    output = status.outputs[index]
-    data = BlobStore(app.settings.blob_dir).get(output.key)
-    if data is None:
-        raise ApiError(404, "not_found", "this image is no longer stored", field="index")
-    return Response(data, media_type=output.content_type, headers={"Cache-Control": "private, max-age=86400"})
+    return image_response(app, status, index, public=False)
 
 
 async def cancel_job(request: Request) -> Response:
