@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 from contract.log import configure_logging
 from contract.settings import Settings
+from easel.lifecycle import run_until_stopped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +97,6 @@ def _build_model(args: argparse.Namespace) -> int:
 
 
 def _run_kafka(settings: Settings) -> int:
-    import signal
-
     from easel.local_kafka import LocalKafka
 
     broker = LocalKafka(settings.home)
@@ -132,10 +132,7 @@ def _run_runner(settings: Settings) -> int:
     generator = SDXLGenerator(
         resolve_model(settings.model, settings.home), settings.device, settings.refiner, settings.safety_checker
     )
-    try:
-        asyncio.run(Runner(settings, generator).run())
-    except KeyboardInterrupt:
-        pass
+    run_until_stopped(Runner(settings, generator).run())
     return 0
 
 

@@ -45,10 +45,10 @@ def run_dev(settings: Settings) -> int:
     env.setdefault("EASEL_RUNNER_ID", "dev-runner-0")
     env["EASEL_WEBHOOK_SECRET"] = dev_secret(settings)
     env.setdefault("EASEL_WEBHOOK_DISPATCHER_ID", "dev-webhooks-0")
+    # Own sessions: Ctrl-C reaches only this process, which then stops the others itself, in order.
     processes = [
-        subprocess.Popen([sys.executable, "-m", "easel.cli", "api"], env=env),
-        subprocess.Popen([sys.executable, "-m", "easel.cli", "runner"], env=env),
-        subprocess.Popen([sys.executable, "-m", "easel.cli", "webhooks"], env=env),
+        subprocess.Popen([sys.executable, "-m", "easel.cli", command], env=env, start_new_session=True)
+        for command in ("api", "runner", "webhooks")
     ]
     print(f"\n  Easel API   {settings.base_url}\n  API key     {key}\n  Kafka       {settings.bootstrap}\n", flush=True)
     print(f"  Webhooks    signed with the secret in {settings.home / 'webhook-secret'} (or EASEL_WEBHOOK_SECRET)\n", flush=True)
@@ -63,9 +63,10 @@ def run_dev(settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        print("stopping ...", file=sys.stderr, flush=True)
         for process in processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
                 process.wait(15)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from contract.settings import Settings
+from easel.lifecycle import run_until_stopped
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,10 +23,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _replay(args, settings)
     from consumers.webhooks.dispatcher import Dispatcher
 
-    try:
-        asyncio.run(Dispatcher(settings).run())
-    except KeyboardInterrupt:
-        pass
+    run_until_stopped(Dispatcher(settings).run())
     return 0
 
 
