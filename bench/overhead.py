@@ -148,3 +148,7 @@ def _wait_healthy(client: httpx.Client) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError("the stack did not become healthy")
+
+
+if __name__ == "__main__":
+    main()

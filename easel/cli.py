@@ -96,13 +96,19 @@ def _build_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _run_kafka(settings: Settings) -> int:
     from easel.local_kafka import LocalKafka
 
     broker = LocalKafka(settings.home)
     broker.start()
     print(f"Kafka ready at {broker.bootstrap}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    # Stop from the main thread, not in the handler: a handler's Popen.wait() would deadlock with the
+    # main thread's wait() it interrupted (they share a lock).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         assert broker.process is not None
         return broker.process.wait()
