@@ -90,7 +90,8 @@ def main() -> None:
 
     def bare_run() -> float:
         started = time.perf_counter()
-        generator.generate(job, [job.seed or 0], lambda step, total: None)
+        # On the generator's own thread, as the runner calls it (see SDXLGenerator.__init__).
+        generator.call(generator.generate, job, [job.seed or 0], lambda step, total: None)
         return time.perf_counter() - started
 
     broker = LocalKafka(HOME, port=39092, controller_port=39093)

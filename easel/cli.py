@@ -132,11 +132,11 @@ def _run_api(settings: Settings) -> int:
 
 def _run_runner(settings: Settings) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from gpu_runner.pipeline import SDXLGenerator, resolve_model
+    from gpu_runner.pipeline import SDXLGenerator
     from gpu_runner.runner import Runner
 
     generator = SDXLGenerator(
-        resolve_model(settings.model, settings.home), settings.device, settings.refiner, settings.safety_checker
+        settings.model, settings.device, settings.refiner, settings.safety_checker, home=settings.home
     )
     run_until_stopped(Runner(settings, generator).run())
     return 0

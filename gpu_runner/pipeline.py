@@ -52,7 +52,18 @@ class SDXLGenerator:
     does) and a safety checker, both loaded once at start.
     """
 
-    def __init__(self, model: str, device: str = "auto", refiner: str = "", safety_checker: str = "") -> None:
+    def __init__(
+        self, model: str, device: str = "auto", refiner: str = "", safety_checker: str = "", home: Path | None = None
+    ) -> None:
+        # Every torch call of the process happens on this one thread, loading included. Once a second
+        # thread has run torch ops, the two OpenMP thread pools compete for the cores: generation
+        # measured 2x slower on 2 cores (196 ms vs 361 ms for the same job; see BENCHMARKS.md).
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-generate")
+        self._thread.submit(self._load, model, device, refiner, safety_checker, home).result()
+
+    def _load(self, model: str, device: str, refiner: str, safety_checker: str, home: Path | None) -> None:
+        if not model:
+            model = resolve_model("", home or Path(".easel"))
         self.device, dtype = pick_device(device)
         log.info("loading pipeline", model=model, device=self.device, dtype=str(dtype))
         diffusers_logging.disable_progress_bar()
@@ -72,13 +83,15 @@ class SDXLGenerator:
             # Kept apart: each job's scheduler is built from the loaded config, never the last job's.
             self._refiner_scheduler_config = self.refiner.scheduler.config
         self.checker = SafetyChecker(safety_checker, self.device, dtype) if safety_checker else None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-generate")
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the generator's thread and wait for it (for code without an event loop)."""
+        return self._thread.submit(fn, *args).result()
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` on the generator's one worker thread, off the event loop.
 
-        Always the same thread: torch's OpenMP worker pool belongs to the calling thread, and a new
-        thread per job (asyncio.to_thread) would build a new pool each time, slowing every job.
+        Always the same thread, the one that loaded the model: see __init__.
         """
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
