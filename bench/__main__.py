@@ -1,9 +1,10 @@
 """`make bench`: every benchmark, one after the other. Results are printed and saved under bench/results/."""
 
-from bench import overhead, previews, streams, webhooks
+from bench import overhead, previews, streams, torch_threads, webhooks
 
 if __name__ == "__main__":
     overhead.main()
     webhooks.main()
     streams.main()
     previews.main()
+    torch_threads.main()
