@@ -90,8 +90,7 @@ def main() -> None:
 
     def bare_run() -> float:
         started = time.perf_counter()
-        # On the generator's own thread, as the runner calls it (see SDXLGenerator.__init__).
-        generator.call(generator.generate, job, [job.seed or 0], lambda step, total: None)
+        generator.generate(job, [job.seed or 0], lambda step, total: None)  # runs on the generator's thread
         return time.perf_counter() - started
 
     broker = LocalKafka(HOME, port=39092, controller_port=39093)

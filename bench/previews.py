@@ -34,7 +34,7 @@ def main() -> None:
 
     def timed(with_previews: bool) -> float:
         started = time.perf_counter()
-        generator.call(generator.generate, job, [11], lambda step, total: None, on_latents if with_previews else None)
+        generator.generate(job, [11], lambda step, total: None, on_latents if with_previews else None)
         return time.perf_counter() - started
 
     for _ in range(2):  # warm-up

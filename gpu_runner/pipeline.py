@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,6 +63,7 @@ class SDXLGenerator:
         self._thread.submit(self._load, model, device, refiner, safety_checker, home).result()
 
     def _load(self, model: str, device: str, refiner: str, safety_checker: str, home: Path | None) -> None:
+        self._torch_thread = threading.get_ident()
         if not model:
             model = resolve_model("", home or Path(".easel"))
         self.device, dtype = pick_device(device)
@@ -86,6 +88,8 @@ class SDXLGenerator:
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` on the generator's thread and wait for it (for code without an event loop)."""
+        if threading.get_ident() == self._torch_thread:
+            return fn(*args)
         return self._thread.submit(fn, *args).result()
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -97,6 +101,12 @@ class SDXLGenerator:
 
     def generate(
         self, job: Job, seeds: list[int], on_step: StepCallback, on_latents: LatentsCallback | None = None
+    ) -> list[Image.Image]:
+        """The job's images. Runs on the generator's thread whichever thread calls it (see __init__)."""
+        return self.call(self._generate, job, seeds, on_step, on_latents)
+
+    def _generate(
+        self, job: Job, seeds: list[int], on_step: StepCallback, on_latents: LatentsCallback | None
     ) -> list[Image.Image]:
         pipe = self.pipe
         pipe.scheduler = build_scheduler(self._base_scheduler_config, job.sampler, job.schedule)
@@ -121,6 +131,9 @@ class SDXLGenerator:
         return list(result.images)
 
     def check_safety(self, images: list[Image.Image]) -> tuple[list[Image.Image], list[bool]]:
+        return self.call(self._check_safety, images)
+
+    def _check_safety(self, images: list[Image.Image]) -> tuple[list[Image.Image], list[bool]]:
         """Flagged images replaced by black ones, and the flags. Raises when no checker is configured."""
         if self.checker is None:
             raise RuntimeError("no safety checker is configured")
