@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOME = REPO / ".easel"
 FAST_ENDPOINTS = int(os.environ.get("BENCH_WEBHOOK_ENDPOINTS", "8"))
 PER_ENDPOINT = int(os.environ.get("BENCH_WEBHOOK_PER_ENDPOINT", "1000"))
+LOG_LEVEL = os.environ.get("BENCH_WEBHOOK_LOG_LEVEL", "info")
 SLOW_DELIVERIES = 200
 SLOW_S = 0.5
 SECRET = "whsec_" + "YmVuY2gtd2ViaG9vay1zZWNyZXQtMzJieXRlcyEhIQ=="
@@ -132,7 +133,8 @@ async def phase(bootstrap: str, workdir: Path, prefix: str, slow: bool) -> dict[
         "EASEL_TOPIC_PREFIX": prefix,
         "EASEL_WEBHOOK_SECRET": SECRET,
         "EASEL_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
-        "EASEL_LOG_LEVEL": "warning",
+        # The dispatcher's default level: every attempt is logged, as in production.
+        "EASEL_LOG_LEVEL": LOG_LEVEL,
         "EASEL_LOG_FORMAT": "json",
     }
     log = (workdir / f"{prefix}.log").open("ab")

@@ -51,6 +51,10 @@ class Runner:
         self.catalog = Catalog.from_settings(settings)
         # Set when partitions are (re)assigned: their jobs may carry an earlier attempt's writes.
         self._assigned = asyncio.Event()
+        # The partition of the job being run (None between jobs), and "no job running".
+        self._running: TopicPartition | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
@@ -67,10 +71,12 @@ class Runner:
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
-            # Checked client-side between polls: a job may take up to its timeout.
+            # Checked client-side between polls: a job may take up to its timeout. A rebalance waits
+            # as long, for the running job to finish before its partition moves (see _Rebalance).
             max_poll_interval_ms=int(self.settings.job_timeout_s * 1000) + 60_000,
+            rebalance_timeout_ms=int(self.settings.job_timeout_s * 1000) + 60_000,
         )
-        consumer.subscribe([self.topics.requests], listener=_OnAssign(self._assigned))
+        consumer.subscribe([self.topics.requests], listener=_Rebalance(self))
         try:
             await self.view.start()
             await self.cancels.start()
@@ -80,8 +86,14 @@ class Runner:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=1)
                 for tp, records in batches.items():
                     for record in records:
-                        await self.handle(producer, record)
-                        await _commit(consumer, tp, record.offset + 1)
+                        self._running = tp
+                        self._idle.clear()
+                        try:
+                            await self.handle(producer, record)
+                            await _commit(consumer, tp, record.offset + 1)
+                        finally:
+                            self._running = None
+                            self._idle.set()
         finally:
             await consumer.stop()
             await self.cancels.stop()
@@ -151,15 +163,23 @@ class Runner:
         )
 
 
-class _OnAssign(ConsumerRebalanceListener):
-    def __init__(self, assigned: asyncio.Event) -> None:
-        self._assigned = assigned
+class _Rebalance(ConsumerRebalanceListener):
+    """Keeps a partition until its running job is finished and committed.
+
+    Without this, a runner joining the group would be handed the partition of a job still running
+    here and start it again. No lock is shared with the consume loop: we only wait for its event.
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        pass
+        if self._runner._running in revoked:
+            log.info("rebalance: finishing the running job before giving its partition up")
+            await self._runner._idle.wait()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._assigned.set()
+        self._runner._assigned.set()
 
 
 async def _commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:

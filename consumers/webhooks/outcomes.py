@@ -41,7 +41,8 @@ class Outcomes:
                 return
             except KafkaError as exc:
                 log.warning(
-                    "could not record a webhook outcome, retrying", delivery_id=delivery.id, error=repr(exc)[:200]
+                    "could not record a webhook outcome, retrying", job_id=delivery.job_id,
+                    track_id=delivery.track_id, delivery_id=delivery.id, error=repr(exc)[:200],
                 )
                 await asyncio.sleep(WRITE_RETRY_S)
 

@@ -15,6 +15,7 @@ from contract.deliveries import Delivery, delivery_id
 from contract.events import Event, EventType
 from contract.serialization import decode
 from contract.settings import Settings
+from contract.states import JobStatus
 
 log = structlog.get_logger(__name__)
 STATUS_WAIT_S = 10.0  # the status follows its event within milliseconds; this only bounds a broken stack
@@ -59,12 +60,19 @@ class Router:
         target = await self._targets.lookup(event.job_id, wait_s)
         if target is None or event.type.value not in target.events or not self._throttle.admit(event):
             return None
-        status = await self._view.wait_for(event.job_id, lambda s: s.seq >= event.seq, STATUS_WAIT_S)
+        status = await self._status(event)
         if status is None:
             log.warning("no status for event, not delivered", job_id=event.job_id, seq=event.seq)
             return None
         body = render_body(target.dialect, event, status, target.url, target.track_id, self._settings)
         return self._delivery(event, target, body)
+
+    async def _status(self, event: Event) -> JobStatus | None:
+        """The job's status as of this event; almost always there already, so no watcher or timer."""
+        status = self._view.get(event.job_id)
+        if status is not None and status.seq >= event.seq:
+            return status
+        return await self._view.wait_for(event.job_id, lambda s: s.seq >= event.seq, STATUS_WAIT_S)
 
     def _delivery(self, event: Event, target: WebhookTarget, body: dict[str, object]) -> Delivery:
         now = time.time()
