@@ -69,7 +69,10 @@ def job_fields(
     refiner = p.get("refiner_checkpoint") or None
     if refiner is not None and refiner not in refiner_names:
         raise DialectError("refiner_checkpoint", refiner_rule(refiner_names))
-    checkpoint = (p.get("override_settings") or {}).get("sd_model_checkpoint")
+    overrides = p.get("override_settings") or {}
+    if not isinstance(overrides, dict):
+        raise DialectError("override_settings", "must be an object")
+    checkpoint = overrides.get("sd_model_checkpoint")
     if checkpoint is not None and checkpoint not in model_names:
         raise DialectError("override_settings.sd_model_checkpoint", f"must be one of: {', '.join(model_names)}")
     sampler, schedule = resolve(p.get("sampler_name") or p.get("sampler_index"), p.get("scheduler"))

@@ -21,6 +21,10 @@ _SUFFIXES = ("sgm_uniform", "sgm uniform", "karras", "exponential", "uniform")
 
 def resolve(sampler: str | None, scheduler: str | None, default: str = "Euler") -> tuple[str, str]:
     """(sampler, schedule) from A1111 fields; raises DialectError naming the valid values."""
+    if sampler is not None and not isinstance(sampler, str):
+        raise DialectError("sampler_name", "must be a string", status=422)
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise DialectError("scheduler", "must be a string", status=422)
     name = (sampler or default).strip()
     schedule = _schedule(scheduler)
     lowered = name.lower()

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from contract.job import SAMPLERS, UNSUPPORTED_SCHEDULES
 from contract.infotext import SCHEDULE_LABELS
+from contract.states import JobState
 from dialects import a1111
 from dialects.errors import DialectError
 from producers import KafkaUnavailable
@@ -37,6 +38,7 @@ async def txt2img(request: Request) -> Response:
     app: AppState = request.app.state.easel
     payload = await json_object(request)
     owner = app.keys.authenticate(request, payload)
+    payload.pop("key", None)  # the key is never stored on Kafka nor echoed in `parameters`
     try:
         fields = a1111.job_fields(
             {k: v for k, v in payload.items() if k != "key"}, app.model_names, refiner_names=app.refiner_names
@@ -54,9 +56,13 @@ async def txt2img(request: Request) -> Response:
     except KafkaUnavailable:
         return JSONResponse({"detail": "the job queue is unavailable; nothing was queued"}, status_code=503)
     status = await wait_terminal(app, status, app.settings.job_timeout_s)
-    if status.state.value == "FAILED":
-        return JSONResponse({"error": "GenerationFailed", "detail": status.error, "body": "", "errors": status.error},
-                            status_code=500)
+    if not status.is_terminal:  # A1111 is synchronous and has no "come back later": say it timed out
+        return JSONResponse({"detail": f"job {status.job_id} did not finish in time; it is {status.state.value}"},
+                            status_code=504)
+    if status.state is not JobState.COMPLETED:
+        error = status.error or status.state.value.lower()
+        return JSONResponse({"error": status.state.value, "detail": error, "body": "", "errors": error},
+                            status_code=500 if status.state is JobState.FAILED else 409)
     return JSONResponse(a1111.txt2img_response(status, images_base64(app, status), payload))
 
 

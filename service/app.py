@@ -12,8 +12,15 @@ from starlette.routing import Route
 
 from contract.catalog import Catalog
 from contract.settings import Settings
+from producers import KafkaUnavailable
 from service.auth import ApiKeys
-from service.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from service.errors import (
+    ApiError,
+    handle_api_error,
+    handle_http_exception,
+    handle_kafka_unavailable,
+    handle_unexpected,
+)
 from service import a1111_api, modelslab_api, runpod_api, skidio_api
 from service.file_urls import get_file
 from service.health import health
@@ -85,6 +92,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[Middleware(MetricsMiddleware)],
         exception_handlers={
             ApiError: handle_api_error,
+            KafkaUnavailable: handle_kafka_unavailable,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

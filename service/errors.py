@@ -74,3 +74,12 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", path=request.url.path)
     return JSONResponse({"error": {"code": "internal", "message": "internal error"}}, status_code=500)
+
+
+async def handle_kafka_unavailable(request: Request, exc: Exception) -> Response:
+    """Any route that reads a view before the API reached Kafka: 503, never a 500."""
+    return JSONResponse(
+        {"error": {"code": "kafka_unavailable", "message": "the job queue (Kafka) is unavailable, retry later"}},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )

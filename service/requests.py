@@ -12,12 +12,17 @@ from service.errors import ApiError
 MAX_BODY_BYTES = 1 << 20
 
 
-async def json_object(request: Request) -> dict[str, Any]:
+async def capped_body(request: Request) -> bytes:
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes", field="body")
+    return body
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    body = await capped_body(request)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

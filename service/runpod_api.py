@@ -138,8 +138,9 @@ async def cancel(request: Request) -> Response:
             await request_cancel(app, job.job_id)
         except KafkaUnavailable:
             return _error(503, "the job queue is unavailable, retry later")
+        # A running job stops at its next step; a queued one when a runner reaches it: report what is true.
         job = await wait_terminal(app, job, 5.0)
-    return JSONResponse({"id": job.job_id, "status": job.state.value if job.is_terminal else "CANCELLED"})
+    return JSONResponse({"id": job.job_id, "status": job.state.value})
 
 
 async def retry(request: Request) -> Response:
@@ -166,6 +167,7 @@ async def purge_queue(request: Request) -> Response:
             await request_cancel(app, job.job_id)
     except KafkaUnavailable:
         raise ApiError(503, "kafka_unavailable", "the job queue is unavailable") from None
+    # They end CANCELLED as runners reach them (in queue order, without generating anything).
     return JSONResponse({"removed": len(queued), "status": "completed"})
 
 

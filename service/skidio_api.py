@@ -20,7 +20,7 @@ from dialects.errors import DialectError
 from producers import KafkaUnavailable
 from service.errors import ApiError
 from dialects.links import file_urls
-from service.requests import json_object
+from service.requests import capped_body, json_object
 from service.state import AppState
 from service.submission import QueueFull, build_job, checked_webhook, enqueue, find_status, images_base64, wait_terminal
 
@@ -102,7 +102,7 @@ async def job_status(request: Request) -> Response:
 
 async def _status_input(request: Request) -> dict[str, Any]:
     """`{"input": {...}}` from the body (GET with a body, as documented, or POST), else the query."""
-    raw = await request.body()
+    raw = await capped_body(request)
     if raw.strip():
         try:
             body = orjson.loads(raw)

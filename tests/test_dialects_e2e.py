@@ -222,3 +222,19 @@ def test_dialect_webhooks_are_vetted_at_submit(stack: Stack) -> None:
     runpod = httpx.post(f"{stack.base_url}/v2/ep/run", headers={"Authorization": f"Bearer {stack.key}"},
                         json={"input": {"prompt": "x"}, "webhook": "http://10.0.0.1/hook"})
     assert runpod.status_code == 400 and runpod.json()["error"].startswith("webhook: not allowed")
+
+
+def test_a1111_bad_types_are_422_and_the_key_is_not_echoed(stack: Stack) -> None:
+    url = f"{stack.base_url}/sdapi/v1/txt2img"
+    for payload, field in (({"override_settings": "sdxl"}, "override_settings"), ({"sampler_name": 5}, "sampler_name"),
+                           ({"scheduler": ["karras"]}, "scheduler")):
+        answer = httpx.post(url, json={"key": stack.key, "prompt": "x", **payload})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"][0]["loc"] == ["body", field]
+    ok = httpx.post(url, json={"key": stack.key, "prompt": "x", "steps": 2, **SMALL}, timeout=100).json()
+    assert "key" not in ok["parameters"] and stack.key not in json.dumps(ok)
+
+
+def test_files_refuse_foreign_tokens_with_404(stack: Stack) -> None:
+    for token in ("nope", "ü" * 32, ""):
+        assert httpx.get(f"{stack.base_url}/files/some-job/0", params={"token": token}).status_code == 404
