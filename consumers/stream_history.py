@@ -50,8 +50,8 @@ class StreamHistory:
             history = self._jobs[item.job_id] = JobHistory()
             if len(self._jobs) > self.max_jobs:
                 self._jobs.popitem(last=False)
-        elif item.seq <= history.last_seq or history.finished:
-            return False
+        elif item.seq <= history.last_seq or (history.finished and item.type is not EventType.QUEUED):
+            return False  # after a terminal event only a retry's `queued` (a higher seq) reopens the job
         self._jobs.move_to_end(item.job_id)
         history.items.append(item)
         if item.is_terminal:

@@ -46,6 +46,8 @@ class TopicMirror:
         try:
             self._partitions = await self._assigned(consumer)
             self._task = asyncio.create_task(self._follow())
+            # If the follower dies, wake sync() so it raises the reason instead of waiting forever.
+            self._task.add_done_callback(lambda _: self._progressed.set())
             await self.sync()
         except BaseException:
             await self.stop()
@@ -82,7 +84,10 @@ class TopicMirror:
             batches = await self._consumer.getmany(timeout_ms=1000)
             for tp, records in batches.items():
                 for record in records:
-                    self._apply(record.key, record.value)
+                    try:
+                        self._apply(record.key, record.value)
+                    except Exception:  # one bad record must not stop the mirror (nor hang sync())
+                        log.exception("record skipped", topic=self.topic, offset=record.offset)
                 self._positions[tp] = records[-1].offset + 1
             for tp in self._partitions:  # also moves past compacted gaps
                 self._positions[tp] = max(self._positions.get(tp, 0), await self._consumer.position(tp))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 
 import orjson
 import structlog
@@ -22,10 +23,10 @@ from pydantic import ValidationError
 from consumers.state_view import StateView
 from contract.blobs import BlobStore
 from contract.catalog import Catalog
-from contract.events import Event, EventType
+from contract.events import EventType
 from contract.job import JOB_ID_PATTERN, Job
-from contract.lifecycle import advance, queued_status
-from contract.serialization import decode, encode, key
+from contract.lifecycle import queued_status
+from contract.serialization import decode
 from contract.settings import Settings
 from contract.states import JobState, JobStatus
 from contract.topics import Topics
@@ -152,15 +153,16 @@ class Runner:
         current = self.view.get(job_id)
         if current is not None and current.is_terminal:
             return
+        now = time.time()
         status = current or JobStatus(
-            job_id=job_id, owner=owner, state=JobState.IN_QUEUE, seq=0, updated_at=0, created_at=0
+            job_id=job_id, owner=owner, state=JobState.IN_QUEUE, seq=0, updated_at=now, created_at=now
         )
-        failed = Event(job_id=job_id, seq=status.seq + 1, type=EventType.FAILED, data={"error": reason})
-        final = advance(status, failed)
-        await asyncio.gather(
-            await producer.send(self.topics.events, encode(failed), key=key(job_id)),
-            await producer.send(self.topics.state, encode(final), key=key(job_id)),
-        )
+        writer = EventWriter(producer, self.topics, status)  # status before event, as for every job
+        try:
+            writer.emit(EventType.FAILED, {"error": reason})
+            await writer.flush()
+        finally:
+            await writer.close()
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -149,12 +149,16 @@ async def retry(request: Request) -> Response:
     if isinstance(owned, JSONResponse):
         return owned
     app, job = owned
+    await app.kafka.view.sync()  # decide on the latest state, not on what this view had a moment ago
+    job = app.kafka.view.get(job.job_id) or job
     if job.state not in RETRYABLE:
         return _error(400, f"retry: only FAILED or TIMED_OUT jobs can be retried; this one is {job.state.value}")
     try:
         requeued = await app.kafka.jobs.requeue(job)
     except KafkaUnavailable:
         return _error(503, "the job queue is unavailable, retry later")
+    # Read-your-writes: a status or ?wait= read right after this must not see the old outcome.
+    await app.kafka.view.wait_for(job.job_id, lambda s: s.seq >= requeued.seq, app.settings.submit_timeout_s)
     return JSONResponse({"id": requeued.job_id, "status": requeued.state.value})
 
 

@@ -16,7 +16,8 @@ from starlette.responses import Response, StreamingResponse
 from consumers.stream_hub import StreamHub
 from consumers.subscription import Overflowed, Subscription
 from service.state import AppState
-from service.streaming import follow_job, hub_of, parse_seq
+from contract.states import JobStatus
+from service.streaming import attach, authorize, hub_of, parse_seq, seen_the_end
 
 RETRY_MS = 2000
 
@@ -28,16 +29,22 @@ async def job_events(request: Request) -> Response:
     since = parse_seq(header, "Last-Event-ID") if header else parse_seq(request.query_params.get("since"), "since")
     previews = request.query_params.get("previews", "true").lower() not in ("0", "false", "no")
     hub = hub_of(request)
+    status = await authorize(app, hub, request.path_params["job_id"], owner)  # errors are JSON 4xx
+    if seen_the_end(status, since):
+        return Response(status_code=204)  # tells EventSource to stop reconnecting
     subscription = Subscription(app.settings.stream_queue, previews=previews)
-    await follow_job(app, hub, subscription, request.path_params["job_id"], owner, since)  # errors are JSON 4xx
     return StreamingResponse(
-        _stream(hub, subscription, app.settings.stream_keepalive_s),
+        _stream(hub, subscription, status, since, app.settings.stream_keepalive_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _stream(hub: StreamHub, subscription: Subscription, keepalive_s: float) -> AsyncIterator[bytes]:
+async def _stream(
+    hub: StreamHub, subscription: Subscription, status: JobStatus, since: int, keepalive_s: float
+) -> AsyncIterator[bytes]:
+    # Subscribed here, not in the handler: if the client leaves before the body starts, nothing leaks.
+    attach(hub, subscription, status, since)
     try:
         yield f"retry: {RETRY_MS}\n\n".encode()
         while True:

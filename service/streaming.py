@@ -80,9 +80,21 @@ def parse_seq(raw: str | None, name: str) -> int:
     return value
 
 
-async def follow_job(app: AppState, hub: StreamHub, subscription: Subscription, job_id: str, owner: str, since: int) -> None:
-    """Subscribe to one owned job. ApiError 404 for another key's or unknown job, 503 when not ready."""
-    attach(hub, subscription, await authorize(app, hub, job_id, owner), since)
+async def follow_job(app: AppState, hub: StreamHub, subscription: Subscription, job_id: str, owner: str, since: int) -> bool:
+    """Subscribe to one owned job; False (and no subscription) when the client has seen its end already.
+
+    ApiError 404 for another key's or unknown job, 503 when not ready.
+    """
+    status = await authorize(app, hub, job_id, owner)
+    if seen_the_end(status, since):
+        return False
+    attach(hub, subscription, status, since)
+    return True
+
+
+def seen_the_end(status: JobStatus, since: int) -> bool:
+    """A client resuming after the terminal event: nothing will ever come (EventSource would retry forever)."""
+    return status.is_terminal and since >= status.seq
 
 
 async def authorize(app: AppState, hub: StreamHub, job_id: str, owner: str) -> JobStatus:

@@ -41,7 +41,9 @@ async def job_stream(websocket: WebSocket) -> None:
     try:
         owner, _ = await _authenticate(websocket, app)
         since = parse_seq(websocket.query_params.get("since"), "since")
-        await follow_job(app, hub, subscription, websocket.path_params["job_id"], owner, since)
+        if not await follow_job(app, hub, subscription, websocket.path_params["job_id"], owner, since):
+            await websocket.close(CloseCode.NORMAL, "job ended")  # the client saw the terminal event already
+            return
         await _serve(websocket, subscription, _ignore, close_after_terminal=True)
     except ApiError as exc:
         await _refuse(websocket, exc)
