@@ -73,6 +73,12 @@ async def enqueue(app: AppState, job: Job) -> JobStatus:
     """Raises QueueFull over the key's queue limit, KafkaUnavailable when Kafka did not acknowledge."""
     limit = app.settings.max_queued_per_key
     if limit:
+        # Count this key's own submits of a moment ago too. Two submits at the same instant may both
+        # get in: the limit is a guard against floods, not an exact quota.
+        try:
+            await asyncio.wait_for(app.kafka.view.sync(), app.settings.submit_timeout_s)
+        except (KafkaError, TimeoutError):
+            raise KafkaUnavailable("the state view could not catch up") from None
         waiting = sum(1 for s in app.kafka.view.statuses() if s.owner == job.owner and s.state is JobState.IN_QUEUE)
         if waiting >= limit:
             raise QueueFull(limit)

@@ -118,3 +118,18 @@ async def test_redirects_are_not_followed_and_count_as_failures() -> None:
     finally:
         await sender.close()
         await receiver.stop()
+
+
+@pytest.mark.parametrize(
+    ("address", "rule"),
+    [
+        ("::7f00:1", "IPv4-compatible"),  # ::127.0.0.1
+        ("2002:7f00:1::", "6to4"),  # wraps 127.0.0.1
+        ("2002:c0a8:101::1", "6to4"),  # wraps 192.168.1.1
+        ("64:ff9b:1::a00:1", "local NAT64"),
+        ("fec0::1", "site-local"),
+    ],
+)
+def test_ipv6_forms_that_reach_private_ipv4_are_refused(address: str, rule: str) -> None:
+    with pytest.raises(BlockedAddress, match=rule):
+        STRICT.check_address(address)

@@ -36,6 +36,10 @@ _CLASSES: tuple[tuple[str, IPNetwork], ...] = tuple(
         ("a multicast", "ff00::/8"),
         ("an IPv4-mapped IPv6", "::ffff:0:0/96"),
         ("a NAT64", "64:ff9b::/96"),
+        ("a local NAT64", "64:ff9b:1::/48"),
+        ("a 6to4", "2002::/16"),  # wraps any IPv4 address, private ones included
+        ("an IPv4-compatible IPv6", "::/96"),  # after ::/128 and ::1/128, which name themselves
+        ("a site-local", "fec0::/10"),
         ("a broadcast", "255.255.255.255/32"),
         ("a reserved", "240.0.0.0/4"),
     )

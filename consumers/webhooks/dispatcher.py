@@ -29,7 +29,7 @@ from consumers.webhooks.outcomes import Outcomes
 from consumers.webhooks.producer import open_dispatcher_producer
 from consumers.webhooks.router import Router
 from consumers.webhooks.schedule import RetrySchedule
-from consumers.webhooks.sender import Sender
+from consumers.webhooks.sender import Attempt, Sender
 from consumers.webhooks.signing import Signer
 from consumers.webhooks.status_view import DeliveryView
 from consumers.webhooks.targets import Targets
@@ -170,7 +170,11 @@ class Dispatcher:
             log.info("webhook not sent: endpoint disabled", reason=reason, **ids)
             await self.outcomes.skip_disabled(delivery, reason)
             return
-        attempt = await self.sender.send(delivery)
+        try:
+            attempt = await self.sender.send(delivery)
+        except Exception as exc:  # a bug of ours (e.g. no secret for this key) still counts as a failed try
+            log.exception("webhook attempt failed unexpectedly", **ids)
+            attempt = Attempt(error=f"internal: {type(exc).__name__}")
         await self.outcomes.record(delivery, attempt)
 
     def _delivered_before(self, delivery: Delivery) -> bool:
