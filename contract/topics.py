@@ -41,6 +41,16 @@ class Topics:
         """Messages that could not be parsed or validated, with the reason in a header."""
         return f"{self.prefix}.jobs.dead-letters"
 
+    @property
+    def runner_group(self) -> str:
+        """The consumer group of the runners. Per prefix: stacks sharing a cluster never share work."""
+        return f"{self.prefix}.runners"
+
+    @property
+    def webhook_group(self) -> str:
+        """The consumer group of the webhook dispatchers."""
+        return f"{self.prefix}.webhooks"
+
     def specs(self, request_partitions: int) -> list[TopicSpec]:
         week = str(7 * 24 * 3600 * 1000)
         return [

@@ -37,7 +37,6 @@ from producers import ensure_topics, open_producer, send_dead_letter
 from producers.events import EventWriter
 
 log = structlog.get_logger(__name__)
-GROUP_ID = "easel-runners"
 
 
 class Runner:
@@ -62,7 +61,7 @@ class Runner:
         producer = await open_producer(self.settings, f"easel-runner-{self.runner_id}")
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
-            group_id=GROUP_ID,
+            group_id=self.topics.runner_group,
             client_id=f"easel-runner-{self.runner_id}",
             # Static membership: a runner restarted under the same id gets its partitions back at once.
             group_instance_id=self.settings.runner_id or None,

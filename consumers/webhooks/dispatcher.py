@@ -1,4 +1,4 @@
-"""`easel webhooks`: the dispatcher process, one consumer in the group `easel-webhooks`.
+"""`easel webhooks`: the dispatcher process, one consumer in the group `<prefix>.webhooks`.
 
 It reads the events topic (events → deliveries), the deliveries topic and every retry topic
 (deliveries → attempts). Each record is handled in its own task; a record waiting for its due time
@@ -40,7 +40,6 @@ from contract.settings import Settings
 from contract.topics import Topics
 
 log = structlog.get_logger(__name__)
-GROUP_ID = "easel-webhooks"
 HIGH_WATER = 2000  # records in hand per partition before it is paused
 LOW_WATER = 1000
 COMMIT_EVERY_S = 0.5
@@ -81,7 +80,7 @@ class Dispatcher:
         self.outcomes = Outcomes(producer, self.topics, self.schedule, self.endpoints)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
-            group_id=GROUP_ID,
+            group_id=self.topics.webhook_group,
             client_id="easel-webhooks",
             # Static membership: a dispatcher restarted under the same id takes its partitions back at once.
             group_instance_id=self.settings.webhook_dispatcher_id or None,
