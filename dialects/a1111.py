@@ -154,7 +154,7 @@ def txt2img_response(status: JobStatus, images_b64: list[str], payload: dict[str
     return {"images": images_b64, "parameters": with_defaults(payload), "info": info(status)}
 
 
-def progress(status: JobStatus | None) -> dict[str, Any]:
+def progress(status: JobStatus | None, current_image: str | None = None) -> dict[str, Any]:
     """GET /sdapi/v1/progress for the key's most recent job (A1111 itself reports the one running job)."""
     step = total = 0
     fraction = eta = 0.0
@@ -176,6 +176,6 @@ def progress(status: JobStatus | None) -> dict[str, Any]:
             "sampling_step": step,
             "sampling_steps": total,
         },
-        "current_image": None,
+        "current_image": current_image,  # base64 JPEG of the latest preview, for jobs with previews on
         "textinfo": "In queue" if status is not None and status.state.value == "IN_QUEUE" else None,
     }

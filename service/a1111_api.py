@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from contract.job import SAMPLERS, UNSUPPORTED_SCHEDULES
+from contract.events import EventType
 from contract.infotext import SCHEDULE_LABELS
+from contract.job import SAMPLERS, UNSUPPORTED_SCHEDULES
 from contract.states import JobState
 from dialects import a1111
 from dialects.errors import DialectError
@@ -21,6 +23,7 @@ from producers import KafkaUnavailable
 from service.errors import ApiError
 from service.requests import json_object
 from service.state import AppState
+from service.streaming import hub_of
 from service.submission import RETRY_AFTER_S, QueueFull, build_job, enqueue, images_base64, request_cancel, wait_terminal
 
 _DEFAULT_SCHEDULES = {"DPM++ 2M": "karras", "DPM2": "karras", "DPM2 a": "karras", "DPM++ 2S a": "karras",
@@ -77,7 +80,20 @@ def _latest_of(app: AppState, owner: str) -> Any:
 async def progress(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    return JSONResponse(a1111.progress(_latest_of(app, owner)))
+    status = _latest_of(app, owner)
+    skip = request.query_params.get("skip_current_image", "false").lower() in ("1", "true")
+    image = None if status is None or skip or status.is_terminal else _latest_preview(request, status.job_id)
+    return JSONResponse(a1111.progress(status, image))
+
+
+def _latest_preview(request: Request, job_id: str) -> str | None:
+    """The base64 JPEG of the job's newest `preview` event, from this instance's stream history."""
+    history = hub_of(request).history.get(job_id)
+    previews = [item for item in history.items if item.type is EventType.PREVIEW] if history else []
+    if not previews:
+        return None
+    image: str | None = orjson.loads(previews[-1].payload)["data"].get("image")
+    return image
 
 
 async def interrupt(request: Request) -> Response:

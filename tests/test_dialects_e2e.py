@@ -238,3 +238,18 @@ def test_a1111_bad_types_are_422_and_the_key_is_not_echoed(stack: Stack) -> None
 def test_files_refuse_foreign_tokens_with_404(stack: Stack) -> None:
     for token in ("nope", "ü" * 32, ""):
         assert httpx.get(f"{stack.base_url}/files/some-job/0", params={"token": token}).status_code == 404
+
+
+def test_a1111_progress_shows_the_running_jobs_preview(stack: Stack) -> None:
+    headers = {"Authorization": f"Bearer {stack.key}"}
+    job_id = httpx.post(f"{stack.base_url}/v1/jobs", headers=headers,
+                        json={"prompt": "x", "width": 256, "height": 256, "steps": 150, "preview": True}).json()["id"]
+    deadline = time.monotonic() + 60
+    while (progress := httpx.get(f"{stack.base_url}/sdapi/v1/progress", headers=headers).json())["current_image"] is None:
+        assert time.monotonic() < deadline, progress
+        time.sleep(0.2)
+    assert progress["state"]["job"] == job_id and progress["state"]["sampling_steps"] == 150
+    assert png_size(base64.b64decode(progress["current_image"])) == (256, 256)  # a JPEG; PIL reads either
+    skipped = httpx.get(f"{stack.base_url}/sdapi/v1/progress", params={"skip_current_image": "true"}, headers=headers)
+    assert skipped.json()["current_image"] is None
+    cancel_natively(stack, job_id)
