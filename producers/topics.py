@@ -6,24 +6,24 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contract.settings import Settings
-from contract.topics import Topics
+from contract.topics import Topics, TopicSpec
 
 TOPIC_ALREADY_EXISTS = 36
 log = structlog.get_logger(__name__)
 
 
-async def ensure_topics(settings: Settings) -> None:
-    topics = Topics(settings.topic_prefix)
+async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> None:
+    """Create the job topics (or the given `specs`) that do not exist yet, with their configs."""
+    wanted = specs if specs is not None else Topics(settings.topic_prefix).specs(settings.request_partitions)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="easel-admin")
     await admin.start()
     try:
-        wanted = topics.specs(settings.request_partitions)
         existing = set(await admin.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]
         if not missing:
             return
         response = await admin.create_topics(
-            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor, topic_configs=s.configs) for s in missing]
+            [NewTopic(s.name, s.partitions, settings.replication_factor, topic_configs=s.configs) for s in missing]
         )
         # create_topics does not raise on per-topic failures: inspect every one.
         for name, code, message in response.topic_errors:
