@@ -27,9 +27,11 @@ def limited_stack(kafka: LocalKafka, tmp_path_factory: pytest.TempPathFactory) -
     """An API with no runner (jobs stay queued), one queued job per key, and 1 s of image retention."""
     stack = make_stack(kafka.bootstrap, tmp_path_factory.mktemp("limited"), "limited", HOME)
     stack.env |= {"EASEL_MAX_QUEUED_PER_KEY": "1", "EASEL_RETENTION_S": "1"}
-    stack.start_api()
-    yield stack
-    stack.stop()
+    try:  # stopped even when starting fails, so no process outlives the test
+        stack.start_api()
+        yield stack
+    finally:
+        stack.stop()
 
 
 def test_a_key_over_its_queue_limit_gets_429_in_every_dialect(limited_stack: Stack) -> None:

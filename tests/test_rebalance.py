@@ -26,10 +26,12 @@ MOVING_PARTITION = 3
 @pytest.fixture
 def stack_with_one_runner(kafka: LocalKafka, tiny_model: str, tmp_path: Path) -> Iterator[Stack]:
     stack = make_stack(kafka.bootstrap, tmp_path, "rebalance", HOME)
-    stack.start_api()
-    stack.start_runner("runner-0").wait_for_output("runner ready")
-    yield stack
-    stack.stop()
+    try:  # stopped even when starting fails, so no process outlives the test
+        stack.start_api()
+        stack.start_runner("runner-0").wait_for_output("runner ready")
+        yield stack
+    finally:
+        stack.stop()
 
 
 @pytest.mark.slow
