@@ -124,10 +124,6 @@ class StreamHub:
             else:
                 _discard(self._by_job, name, subscription)
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._names)
-
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from contract.log import configure_logging
 from contract.settings import Settings
-from easel.lifecycle import run_until_stopped
+from easel.lifecycle import raise_interrupt, run_until_stopped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,10 +96,6 @@ def _build_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _run_kafka(settings: Settings) -> int:
     from easel.local_kafka import LocalKafka
 
@@ -108,7 +104,7 @@ def _run_kafka(settings: Settings) -> int:
     print(f"Kafka ready at {broker.bootstrap}", flush=True)
     # Stop from the main thread, not in the handler: a handler's Popen.wait() would deadlock with the
     # main thread's wait() it interrupted (they share a lock).
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         assert broker.process is not None
         return broker.process.wait()

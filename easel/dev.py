@@ -14,6 +14,7 @@ import sys
 import time
 
 from contract.settings import Settings
+from easel.lifecycle import raise_interrupt
 from easel.local_kafka import LocalKafka
 from easel.webhooks import dev_secret
 
@@ -28,10 +29,6 @@ def dev_key(settings: Settings) -> str:
         path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)
     return path.read_text().strip()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def run_dev(settings: Settings) -> int:
@@ -53,7 +50,7 @@ def run_dev(settings: Settings) -> int:
     print(f"\n  Easel API   {settings.base_url}\n  API key     {key}\n  Kafka       {settings.bootstrap}\n", flush=True)
     print(f"  Webhooks    signed with the secret in {settings.home / 'webhook-secret'} (or EASEL_WEBHOOK_SECRET)\n", flush=True)
     print("  Ctrl-C stops everything.\n", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops everything as Ctrl-C does
+    signal.signal(signal.SIGTERM, raise_interrupt)  # `kill` stops everything as Ctrl-C does
     code = 0
     try:
         while all(p.poll() is None for p in processes):

@@ -22,3 +22,8 @@ def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
             pass
 
     asyncio.run(supervised())
+
+
+def raise_interrupt(signum: int, frame: object) -> None:
+    """A SIGTERM handler for code that stops on KeyboardInterrupt (Ctrl-C) in its main thread."""
+    raise KeyboardInterrupt
