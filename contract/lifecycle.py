@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+from contract.errors import InvalidTransition
 from contract.events import Event, EventType
 from contract.job import Job, JobSpec
 from contract.states import JobState, JobStatus, Output, Progress
-
-
-class InvalidTransition(RuntimeError):
-    """An event that a job in its current state cannot take (e.g. anything after a terminal one)."""
 
 
 _ALLOWED: dict[JobState, frozenset[EventType]] = {

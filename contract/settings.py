@@ -11,14 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from contract.errors import SettingsError
+
 PREFIX = "EASEL_"
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
 # Shown as *** in repr, so settings can be logged.
 SECRET_FIELDS = ("api_keys", "dev_key", "url_secret", "webhook_secret", "webhook_key_secrets")
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value that cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Writing to Kafka: job submission and job events. Usable as a library."""
 
 from producers.dead_letters import send_dead_letter
-from producers.errors import KafkaUnavailable
+from contract.errors import KafkaUnavailable
 from producers.events import EventWriter
 from producers.jobs import JobProducer
 from producers.kafka import open_producer

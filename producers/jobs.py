@@ -15,7 +15,7 @@ from contract.lifecycle import advance, job_of, queued_status
 from contract.serialization import encode, key
 from contract.states import JobStatus
 from contract.topics import Topics
-from producers.errors import KafkaUnavailable
+from contract.errors import KafkaUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ class JobProducer:
     async def requeue(self, status: JobStatus) -> JobStatus:
         """Put a failed or timed-out job back in the queue under its id (RunPod's /retry).
 
-        Raises contract.lifecycle.InvalidTransition for a job in any other state.
+        Raises contract.errors.InvalidTransition for a job in any other state.
         """
         now = time.time()
         queued = Event(job_id=status.job_id, seq=status.seq + 1, type=EventType.QUEUED, ts=now)

@@ -9,9 +9,11 @@ from pydantic import ValidationError
 
 from contract.events import Event, EventType
 from contract.job import SAMPLERS, SCHEDULES, UNSUPPORTED_SCHEDULES, Job, JobSpec
-from contract.lifecycle import InvalidTransition, advance, queued_status
+from contract.errors import InvalidTransition
+from contract.lifecycle import advance, queued_status
 from contract.serialization import decode, encode
-from contract.settings import Settings, SettingsError
+from contract.errors import SettingsError
+from contract.settings import Settings
 from contract.states import JobState
 
 

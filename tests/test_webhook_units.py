@@ -15,7 +15,8 @@ from consumers.webhooks.sender import _retry_after
 from consumers.webhooks.signing import Signer
 from contract.deliveries import delivery_id
 from contract.events import Event, EventType
-from contract.settings import Settings, SettingsError
+from contract.errors import SettingsError
+from contract.settings import Settings
 from contract.states import JobState, JobStatus, Output
 
 SVIX = RetrySchedule.from_settings(Settings())

@@ -9,7 +9,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from contract.settings import Settings, SettingsError
+from contract.errors import SettingsError
+from contract.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from standardwebhooks import Webhook
 
-from contract.settings import Settings, SettingsError
+from contract.errors import SettingsError
+from contract.settings import Settings
 
 
 class Signer:
