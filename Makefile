@@ -6,7 +6,7 @@ HOME_DIR := .easel
 KAFKA_LIBS := $(HOME_DIR)/kafka/libs
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test lint bench clean
 
 install: $(STAMP) $(KAFKA_LIBS)/.fetched
 
@@ -26,7 +26,12 @@ $(KAFKA_LIBS)/.fetched: kafka/pom.xml
 run: install
 	$(VENV)/bin/easel dev
 
-test: install
+# Lint and strict typing first: they take seconds, the suite minutes.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 bench: install
