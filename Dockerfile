@@ -1,5 +1,14 @@
-# One image for every Easel process: `easel api` (default), `easel runner`, `easel topics`, ...
+# One image for every Easel process: `easel api` (default), `easel runner`, `easel webhooks`, `easel topics`, ...
 # torch from PyPI is the CUDA build, so the same image serves GPU runners (with the NVIDIA container toolkit).
+
+# The project as a wheel, built from the whole checkout: pyproject.toml alone says which packages and data
+# files ship (tests/test_packaging.py installs the same wheel and imports every module). .dockerignore keeps
+# local state (.venv, .easel, .git) and the tests out of the context.
+FROM python:3.11-slim AS wheel
+WORKDIR /src
+COPY . .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -7,20 +16,13 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
-
 # The pinned dependencies first, in their own layer: torch is large and changes rarely.
-COPY requirements.lock ./
-RUN pip install -r requirements.lock
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install -r /tmp/requirements.lock && rm /tmp/requirements.lock
 
-COPY pyproject.toml README.md ./
-COPY contract ./contract
-COPY service ./service
-COPY consumers ./consumers
-COPY producers ./producers
-COPY gpu_runner ./gpu_runner
-COPY easel ./easel
-RUN pip install --no-deps . && rm -rf build *.egg-info
+# Then Easel itself, without dependencies: the lock above pinned them all.
+COPY --from=wheel /wheels /tmp/wheels
+RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
 
 # Named volumes mounted on these paths start with the image's owner, so the non-root user can write them.
 RUN useradd --create-home --uid 1000 easel \

@@ -1,29 +1,39 @@
-"""compose.yaml agrees with the code: real settings, real subcommands, a GPU for the runner, shared blobs.
+"""compose.yaml and the Dockerfile agree with the code: every process `easel dev` runs, real settings, real
+subcommands, required secrets, a GPU for the runner, shared blobs, an image built from the package.
 
 Parsing only; no Docker engine is needed.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
+import subprocess
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
+import pathspec
 import pytest
 import yaml
 
-from contract.settings import PREFIX, Settings
+from contract.settings import PREFIX, SECRET_FIELDS, Settings
 from easel.cli import main
+from easel.dev import PROCESSES
+from tests.processes import REPO
 
-COMPOSE = Path(__file__).resolve().parent.parent / "compose.yaml"
-REQUIRED_SERVICES = {"kafka", "topics", "api", "runner"}
+COMPOSE = REPO / "compose.yaml"
+DOCKERFILE = REPO / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+# `easel dev`'s processes, the broker it starts when none is configured, and the one-shot topics job.
+REQUIRED_SERVICES = {"kafka", "topics", *PROCESSES}
+SECRETS = {PREFIX + name.upper() for name in SECRET_FIELDS}
 
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, dict[str, Any]]:
-    document = yaml.safe_load(COMPOSE.read_text())  # resolves the x-easel anchor and `<<` merges
-    return document["services"]
+    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())  # resolves the anchors and `<<` merges
+    services: dict[str, dict[str, Any]] = document["services"]
+    return services
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +74,35 @@ def mounts(service: dict[str, Any]) -> dict[str, str]:
     return result
 
 
+def command(service: dict[str, Any]) -> list[str]:
+    raw = service.get("command") or []
+    return shlex.split(raw) if isinstance(raw, str) else [str(part) for part in raw]
+
+
+def required_variable(value: str) -> str | None:
+    """The variable a `${VAR:?message}` value requires, else None."""
+    match = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", value)
+    return match[1] if match else None
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = (line.strip() for line in joined.splitlines())
+    return [
+        (keyword.upper(), rest.strip())
+        for keyword, _, rest in (line.partition(" ") for line in lines if line and not line.startswith("#"))
+    ]
+
+
 def test_required_services_exist(services: dict[str, dict[str, Any]]) -> None:
-    assert REQUIRED_SERVICES <= services.keys()
-    assert {"topics", "api", "runner"} <= easel_services(services).keys()
+    assert services.keys() >= REQUIRED_SERVICES
+    assert REQUIRED_SERVICES - {"kafka"} <= easel_services(services).keys()
+
+
+def test_every_process_easel_dev_runs_is_a_service(services: dict[str, dict[str, Any]]) -> None:
+    commands = {command(service)[0] for service in easel_services(services).values() if command(service)}
+    assert set(PROCESSES) <= commands, f"`easel dev` runs {sorted(set(PROCESSES) - commands)} but compose does not"
 
 
 def test_kafka_is_the_official_apache_image(services: dict[str, dict[str, Any]]) -> None:
@@ -123,3 +159,61 @@ def test_api_and_runner_share_the_blob_volume(
     sources = {name: mounts(services[name]).get(blob_dir) for name in ("api", "runner")}
     assert sources["api"] and sources["api"] == sources["runner"], f"{blob_dir} mounted as {sources}"
     assert sources["api"] in declared_volumes, f"{sources['api']} is not a named volume"
+
+
+def test_required_secrets_are_required(services: dict[str, dict[str, Any]]) -> None:
+    """Compose refuses to start without the API keys and the webhook secret, rather than run with none."""
+    required = {"api": {PREFIX + "API_KEYS"}, "webhooks": {PREFIX + "WEBHOOK_SECRET"}}
+    for name, variables in required.items():
+        env = environment(services[name])
+        for variable in variables:
+            assert required_variable(env.get(variable, "")) == variable, f"{name}: {variable}={env.get(variable)!r}"
+
+
+def test_no_secret_has_a_value_in_compose(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for variable, value in environment(service).items():
+            if variable in SECRETS:
+                assert required_variable(value) == variable or value == f"${{{variable}:-}}", f"{name}: {variable}"
+
+
+def test_api_and_dispatcher_sign_image_links_alike(services: dict[str, dict[str, Any]]) -> None:
+    """Webhook bodies carry signed image links (dialects/links.py): the dispatcher needs the API's inputs."""
+    inputs = [PREFIX + name for name in ("PUBLIC_URL", "API_KEYS", "URL_SECRET")]
+    api, dispatcher = environment(services["api"]), environment(services["webhooks"])
+    assert {v: api.get(v) for v in inputs} == {v: dispatcher.get(v) for v in inputs}
+
+
+def test_http_processes_have_a_health_check(services: dict[str, dict[str, Any]]) -> None:
+    api = services["api"]
+    port = environment(api)[PREFIX + "PORT"]
+    check = " ".join(str(part) for part in api.get("healthcheck", {}).get("test", []))
+    assert f"127.0.0.1:{port}/health" in check, check
+
+
+def test_dockerfile_installs_the_package_without_listing_folders() -> None:
+    """A per-folder COPY list drifts (it once missed dialects/); the image installs a wheel of the checkout."""
+    instructions = dockerfile_instructions()
+    packages = {path.parent.name for path in REPO.glob("*/__init__.py")}
+    copies = [shlex.split(args) for keyword, args in instructions if keyword == "COPY"]
+    for copy in copies:
+        sources = [part.rstrip("/") for part in copy[:-1] if not part.startswith("--")]
+        assert not set(sources) & packages, f"COPY names package folders: {copy}"
+    assert [".", "."] in copies, "the wheel is built from the whole context"
+    runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
+    assert "pip wheel" in runs and "--no-deps" in runs
+    users = [args for keyword, args in instructions if keyword == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the image runs as a non-root user"
+
+
+def test_dockerignore_keeps_local_state_out_and_every_shipped_file_in() -> None:
+    spec = pathspec.GitIgnoreSpec.from_lines(DOCKERIGNORE.read_text().splitlines())
+    for local in (".venv/bin/python", ".easel/dev-key", ".git/HEAD"):
+        assert spec.match_file(local), f"{local} would be sent to the Docker daemon"
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    packages = {path.parent.name for path in REPO.glob("*/__init__.py")} - {"tests", "bench"}
+    shipped = [path for path in listed if path.split("/")[0] in packages or path in ("pyproject.toml", "README.md")]
+    assert shipped and not [path for path in shipped if spec.match_file(path)]
