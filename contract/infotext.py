@@ -9,20 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SCHEDULE_LABELS = {
-    "automatic": "Automatic",
-    "uniform": "Uniform",
-    "karras": "Karras",
-    "exponential": "Exponential",
-    "sgm_uniform": "SGM Uniform",
-}
+from contract.samplers import SCHEDULE_INFO
 
 
 def infotext(spec: dict[str, Any], seed: int, model: str = "default") -> str:
     params: dict[str, Any] = {
         "Steps": spec.get("steps"),
         "Sampler": spec.get("sampler"),
-        "Schedule type": SCHEDULE_LABELS.get(str(spec.get("schedule")), "Automatic"),
+        "Schedule type": _schedule_label(spec.get("schedule")),
         "CFG scale": spec.get("guidance"),
         "Seed": seed,
         "Size": f"{spec.get('width')}x{spec.get('height')}",
@@ -37,6 +31,11 @@ def infotext(spec: dict[str, Any], seed: int, model: str = "default") -> str:
         lines.append(f"Negative prompt: {spec['negative_prompt']}")
     lines.append(line)
     return "\n".join(lines)
+
+
+def _schedule_label(schedule: Any) -> str:
+    known = SCHEDULE_INFO.get(str(schedule))
+    return known.label if known else SCHEDULE_INFO["automatic"].label
 
 
 def _quote(value: Any) -> str:

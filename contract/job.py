@@ -13,32 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from contract.samplers import SAMPLERS, SCHEDULES, UNSUPPORTED_SCHEDULES
+
 MAX_SEED = 2**32 - 1
 # A1111's default switch point: the base denoises the first 80 % of the schedule, the refiner the rest.
 DEFAULT_REFINER_SWITCH = 0.8
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-# A1111 sampler names Easel accepts; gpu_runner/samplers.py maps each to a diffusers scheduler.
-SAMPLERS = (
-    "Euler",
-    "Euler a",
-    "LMS",
-    "Heun",
-    "DPM2",
-    "DPM2 a",
-    "DPM++ 2M",
-    "DPM++ 2M SDE",
-    "DPM++ 2S a",
-    "DPM++ SDE",
-    "DDIM",
-    "UniPC",
-)
-SCHEDULES = ("automatic", "uniform", "karras", "exponential", "sgm_uniform")
-# Pairs the diffusers scheduler cannot honour (it has no such sigma option).
-UNSUPPORTED_SCHEDULES = {
-    "Euler a": ("karras", "exponential"),
-    "DDIM": ("karras", "exponential"),
-}
 
 
 def _multiple_of_8(value: int) -> int:

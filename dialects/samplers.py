@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-from contract.job import SAMPLERS, SCHEDULES
+from contract.samplers import SAMPLERS, SCHEDULES, Sampler, find_sampler, find_schedule, schedule_keys
 from dialects.errors import DialectError
-
-# A1111 labels and aliases of schedule types (v1.9+), lower-cased.
-_SCHEDULE_ALIASES = {
-    "automatic": "automatic",
-    "uniform": "uniform",
-    "karras": "karras",
-    "exponential": "exponential",
-    "sgm_uniform": "sgm_uniform",
-    "sgm uniform": "sgm_uniform",
-    "sgmuniform": "sgm_uniform",
-}
-# Legacy combined names ("DPM++ 2M Karras") carry the schedule as a suffix.
-_SUFFIXES = ("sgm_uniform", "sgm uniform", "karras", "exponential", "uniform")
 
 
 def resolve(sampler: str | None, scheduler: str | None, default: str = "Euler") -> tuple[str, str]:
@@ -27,22 +14,32 @@ def resolve(sampler: str | None, scheduler: str | None, default: str = "Euler") 
         raise DialectError("scheduler", "must be a string", status=422)
     name = (sampler or default).strip()
     schedule = _schedule(scheduler)
-    lowered = name.lower()
-    for suffix in _SUFFIXES:
-        if lowered.endswith(" " + suffix) and name[: -len(suffix) - 1] in SAMPLERS:
-            name = name[: -len(suffix) - 1]
-            if schedule == "automatic":
-                schedule = _SCHEDULE_ALIASES[suffix]
-            break
-    if name not in SAMPLERS:
+    found = find_sampler(name)
+    if found is None:
+        found, suffix_schedule = _legacy_name(name)
+        if schedule == "automatic":  # an explicit scheduler wins over the name's suffix
+            schedule = suffix_schedule
+    if found is None:
         raise DialectError("sampler_name", f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
-    return name, schedule
+    return found.name, schedule
+
+
+def _legacy_name(name: str) -> tuple[Sampler | None, str]:
+    """Pre-1.9 combined names ("DPM++ 2M Karras") carry the schedule as a suffix, in any case."""
+    lowered = name.lower()
+    for key in schedule_keys():
+        if lowered.endswith(" " + key):
+            found = find_sampler(name[: -len(key) - 1])
+            schedule = find_schedule(key)
+            if found is not None and schedule is not None:
+                return found, schedule.name
+    return None, "automatic"
 
 
 def _schedule(scheduler: str | None) -> str:
     if scheduler is None or scheduler == "":
         return "automatic"
-    schedule = _SCHEDULE_ALIASES.get(scheduler.strip().lower())
+    schedule = find_schedule(scheduler)
     if schedule is None:
         raise DialectError("scheduler", f"unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULES)}")
-    return schedule
+    return schedule.name

@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 from tqdm import tqdm
 
-from contract.job import SAMPLERS, SCHEDULES
+from contract.samplers import SAMPLERS, SCHEDULES
 from contract.settings import Settings
 
 EXIT_JOB_FAILED = 1

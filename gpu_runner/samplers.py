@@ -1,4 +1,4 @@
-"""A1111 sampler and schedule names → a fresh diffusers scheduler for each job.
+"""A job's sampler and schedule → a fresh diffusers scheduler, as contract/samplers.py describes them.
 
 Schedulers are stateful, so every job gets its own, built from the loaded pipeline's config
 (which keeps the model's betas and prediction type); the model is never reloaded.
@@ -6,64 +6,37 @@ Schedulers are stateful, so every job gets its own, built from the loaded pipeli
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from typing import Any, cast
 
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSDEScheduler,
-    DPMSolverSinglestepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LMSDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
+import diffusers
+from diffusers.configuration_utils import ConfigMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-# sampler → (scheduler class, extra kwargs, A1111's default schedule for it)
-SAMPLER_TABLE: dict[str, tuple[type[SchedulerMixin], dict[str, Any], str]] = {
-    "Euler": (EulerDiscreteScheduler, {}, "uniform"),
-    "Euler a": (EulerAncestralDiscreteScheduler, {}, "uniform"),
-    "LMS": (LMSDiscreteScheduler, {}, "uniform"),
-    "Heun": (HeunDiscreteScheduler, {}, "uniform"),
-    "DPM2": (KDPM2DiscreteScheduler, {}, "karras"),
-    "DPM2 a": (KDPM2AncestralDiscreteScheduler, {}, "karras"),
-    "DPM++ 2M": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}, "karras"),
-    "DPM++ 2M SDE": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}, "exponential"),
-    "DPM++ 2S a": (DPMSolverSinglestepScheduler, {}, "karras"),
-    "DPM++ SDE": (DPMSolverSDEScheduler, {}, "karras"),  # needs torchsde
-    "DDIM": (DDIMScheduler, {}, "automatic"),
-    "UniPC": (UniPCMultistepScheduler, {}, "automatic"),
-}
-
-SCHEDULE_KWARGS: dict[str, dict[str, Any]] = {
-    "automatic": {},
-    "uniform": {"timestep_spacing": "linspace"},
-    "karras": {"use_karras_sigmas": True},
-    "exponential": {"use_exponential_sigmas": True, "timestep_spacing": "linspace"},
-    "sgm_uniform": {"timestep_spacing": "trailing"},
-}
+from contract.samplers import SAMPLER_INFO, resolve_schedule
 
 
 class UnsupportedSampler(ValueError):
     pass
 
 
-def build_scheduler(base_config: Any, sampler: str, schedule: str) -> SchedulerMixin:
+def scheduler_class(sampler: str) -> type[ConfigMixin]:
+    """The diffusers class (a SchedulerMixin that is also a ConfigMixin, which builds it from a config)."""
     try:
-        cls, kwargs, default_schedule = SAMPLER_TABLE[sampler]
+        name = SAMPLER_INFO[sampler].scheduler
     except KeyError:
         raise UnsupportedSampler(f"unknown sampler {sampler!r}") from None
-    chosen = default_schedule if schedule == "automatic" else schedule
-    schedule_kwargs = SCHEDULE_KWARGS[chosen]
-    # from_config only warns on unknown kwargs: refuse pairs the class cannot honour.
-    unsupported = [k for k in schedule_kwargs if k.startswith("use_") and k not in inspect.signature(cls.__init__).parameters]
-    if unsupported:
-        if schedule != "automatic":
-            raise UnsupportedSampler(f"sampler {sampler!r} does not support the {schedule!r} schedule")
-        schedule_kwargs = {}
-    return cls.from_config(base_config, **kwargs, **schedule_kwargs)
+    cls: type[ConfigMixin] = getattr(diffusers, name)
+    return cls
+
+
+def build_scheduler(base_config: Any, sampler: str, schedule: str) -> SchedulerMixin:
+    cls = scheduler_class(sampler)
+    entry = SAMPLER_INFO[sampler]
+    if schedule in entry.unsupported_schedules:
+        raise UnsupportedSampler(f"sampler {sampler!r} does not support the {schedule!r} schedule")
+    options = dict(resolve_schedule(sampler, schedule).options)
+    if entry.fixed_spacing:
+        # The class has no such option and spaces its own way; the registry refuses schedules it would betray.
+        options.pop("timestep_spacing", None)
+    # from_config returns a tuple only when asked for the unused kwargs.
+    return cast("SchedulerMixin", cls.from_config(base_config, **entry.config, **options))

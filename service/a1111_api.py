@@ -14,8 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from contract.events import EventType
-from contract.infotext import SCHEDULE_LABELS
-from contract.job import SAMPLERS, UNSUPPORTED_SCHEDULES
+from contract.samplers import SAMPLER_INFO, SCHEDULE_INFO, UNSUPPORTED_SCHEDULES
 from contract.states import JobState
 from dialects import a1111
 from dialects.errors import DialectError
@@ -25,9 +24,6 @@ from service.requests import json_object
 from service.state import AppState
 from service.streaming import hub_of
 from service.submission import RETRY_AFTER_S, QueueFull, build_job, enqueue, images_base64, request_cancel, wait_terminal
-
-_DEFAULT_SCHEDULES = {"DPM++ 2M": "karras", "DPM2": "karras", "DPM2 a": "karras", "DPM++ 2S a": "karras",
-                      "DPM++ 2M SDE": "exponential"}
 
 
 def _detail(status: int, field: str, rule: str) -> JSONResponse:
@@ -111,17 +107,18 @@ async def interrupt(request: Request) -> Response:
 async def samplers(request: Request) -> Response:
     request.app.state.easel.keys.authenticate(request)
     return JSONResponse([
-        {"name": name, "aliases": [], "options": {"scheduler": _DEFAULT_SCHEDULES[name]} if name in _DEFAULT_SCHEDULES else {}}
-        for name in SAMPLERS
+        {"name": s.name, "aliases": list(s.aliases),
+         "options": {"scheduler": s.a1111_scheduler} if s.a1111_scheduler else {}}
+        for s in SAMPLER_INFO.values()
     ])
 
 
 async def schedulers(request: Request) -> Response:
     request.app.state.easel.keys.authenticate(request)
     return JSONResponse([
-        {"name": name, "label": label, "aliases": None, "default_rho": 7.0 if name == "karras" else -1,
+        {"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": s.default_rho,
          "need_inner_model": False}
-        for name, label in SCHEDULE_LABELS.items()
+        for s in SCHEDULE_INFO.values()
     ])
 
 

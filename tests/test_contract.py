@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from contract.errors import InvalidTransition, SettingsError
 from contract.events import Event, EventType
-from contract.job import SAMPLERS, SCHEDULES, UNSUPPORTED_SCHEDULES, Job, JobSpec
-from contract.errors import InvalidTransition
+from contract.job import Job, JobSpec
 from contract.lifecycle import advance, queued_status
+from contract.samplers import SAMPLERS, SCHEDULES, UNSUPPORTED_SCHEDULES
 from contract.serialization import decode, encode
-from contract.errors import SettingsError
 from contract.settings import Settings
 from contract.states import JobState
 

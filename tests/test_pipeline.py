@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from contract.job import SAMPLERS, SCHEDULES, UNSUPPORTED_SCHEDULES, Job
+from contract.job import Job
+from contract.samplers import SAMPLERS, SCHEDULES, UNSUPPORTED_SCHEDULES
 from gpu_runner.encoding import encode_image
 from gpu_runner.pipeline import SDXLGenerator
 from gpu_runner.samplers import UnsupportedSampler, build_scheduler
