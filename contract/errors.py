@@ -3,12 +3,14 @@
     EaselError
     ├── ClientError              a request the client can fix; each dialect renders it in its own shape
     │   ├── MalformedBody        400  the body is not a JSON object
+    │   ├── InvalidParameter     400  a query parameter or header breaks a rule
     │   ├── Unauthorized         401  no or an unknown API key
     │   ├── NotFound             404  no such job (or route) for this key
     │   ├── MethodNotAllowed     405
     │   ├── Conflict             409  the job is not in a state this action needs
     │   ├── BodyTooLarge         413
     │   ├── InvalidField         422  names the field and the rule broken
+    │   │   └── UnknownName           a name (sampler, scheduler, model) that is none of those offered
     │   └── QueueFull            429  the key has too many jobs waiting
     ├── QueueError               Kafka (the job queue) failed us
     │   ├── KafkaUnavailable     not acknowledged in time: retriable; a client gets 503
@@ -16,17 +18,21 @@
     ├── InvalidTransition        an event that a job in its current state cannot take
     └── SettingsError            an EASEL_* variable holds a value that cannot be used
 
-Library errors (aiokafka, pydantic, aiohttp) are turned into these at the edge that meets them.
+Library errors (aiokafka, pydantic, aiohttp) are turned into these at the edge that meets them. The statuses
+above are the native API's; a dialect may answer another (RunPod and ModelsLab answer 400 for a 422).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "INTERNAL_MESSAGE",
+    "UNAVAILABLE_MESSAGE",
     "BodyTooLarge",
     "ClientError",
     "Conflict",
     "EaselError",
     "InvalidField",
+    "InvalidParameter",
     "InvalidTransition",
     "KafkaUnavailable",
     "MalformedBody",
@@ -37,7 +43,12 @@ __all__ = [
     "RecordRejected",
     "SettingsError",
     "Unauthorized",
+    "UnknownName",
 ]
+
+# What a client is told when the fault is not its own. Never the exception's text: that may carry internal detail.
+UNAVAILABLE_MESSAGE = "the job queue (Kafka) is unavailable; retry later"
+INTERNAL_MESSAGE = "internal error"
 
 
 class EaselError(Exception):
@@ -45,10 +56,15 @@ class EaselError(Exception):
 
 
 class ClientError(EaselError):
-    """A request the client can fix. `field` and `rule` name what to fix; `status` is the HTTP status."""
+    """A request the client can fix. `rule` says what is wrong, `field` where; `status` is the HTTP status.
+
+    The message is the rule alone ("invalid API key", field `key`), except for the errors about one field's
+    value, whose message names the field ("width: must be a multiple of 8").
+    """
 
     status: int = 400
     code: str = "invalid_request"
+    names_field: bool = False  # the message starts with the field
 
     def __init__(
         self,
@@ -58,7 +74,7 @@ class ClientError(EaselError):
         headers: dict[str, str] | None = None,
         details: list[dict[str, str]] | None = None,
     ) -> None:
-        super().__init__(f"{field}: {rule}" if field else rule)
+        super().__init__(f"{field}: {rule}" if field and self.names_field else rule)
         self.rule = rule
         self.field = field
         self.headers = headers
@@ -75,6 +91,12 @@ class ClientError(EaselError):
 class MalformedBody(ClientError):
     status = 400
     code = "malformed_json"
+
+
+class InvalidParameter(ClientError):
+    status = 400
+    code = "invalid_request"
+    names_field = True
 
 
 class Unauthorized(ClientError):
@@ -103,13 +125,27 @@ class BodyTooLarge(ClientError):
 
 
 class InvalidField(ClientError):
+    """`details` lists every problem found ({"field", "rule", "type"}) when there were several."""
+
     status = 422
     code = "invalid_request"
+    names_field = True
+
+
+class UnknownName(InvalidField):
+    """A name that is none of those offered (A1111 answers 404 `Sampler not found` for a sampler)."""
 
 
 class QueueFull(ClientError):
     status = 429
     code = "queue_full"
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"Rate limit exceeded. Maximum {limit} queued requests allowed.",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        self.retry_after_s = retry_after_s
 
 
 class QueueError(EaselError):

@@ -1,4 +1,9 @@
-"""AUTOMATIC1111's /sdapi/v1: txt2img payloads in, `{images, parameters, info}` out."""
+"""AUTOMATIC1111's /sdapi/v1: txt2img payloads in, `{images, parameters, info}` out.
+
+Errors as A1111 (FastAPI) answers them: 422 `{"detail": [{"loc", "msg", "type"}]}` for a bad body (malformed
+JSON included), `{"detail": "Not Found"}` for an unknown route, and A1111's own
+`{"error", "detail", "body", "errors"}` for the rest, an unknown sampler (404 `Sampler not found`) included.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,19 @@ import time
 from typing import Any
 
 from contract.catalog import DEFAULT_MODEL, refiner_rule
+from contract.errors import (
+    INTERNAL_MESSAGE,
+    UNAVAILABLE_MESSAGE,
+    ClientError,
+    InvalidField,
+    KafkaUnavailable,
+    MalformedBody,
+    MethodNotAllowed,
+    NotFound,
+    UnknownName,
+)
 from contract.infotext import infotext
-from contract.states import JobStatus
-from dialects.errors import DialectError
+from contract.states import JobState, JobStatus
 from dialects.samplers import resolve
 
 # A1111's API defaults (modules/api/models.py, processing.py).
@@ -38,6 +53,12 @@ TXT2IMG_DEFAULTS: dict[str, Any] = {
     "send_images": True,
     "save_images": False,
 }
+# The payload's names for job fields that A1111 names differently (job field → A1111's name).
+FIELD_NAMES = {"guidance": "cfg_scale", "sampler": "sampler_name", "schedule": "scheduler", "num_images": "batch_size",
+               "model": "override_settings.sd_model_checkpoint"}
+# txt2img is synchronous: a job that did not complete is an error answer, with this status.
+_NOT_COMPLETED_STATUS = {JobState.FAILED: 500, JobState.CANCELLED: 409, JobState.TIMED_OUT: 409}
+DID_NOT_FINISH_STATUS = 504
 # Features that would change the picture and that Easel does not do: refused, never ignored.
 _UNSUPPORTED = {
     "enable_hr": "hires fix is not supported",
@@ -63,22 +84,22 @@ def job_fields(
     p = with_defaults(payload, defaults)
     for field, rule in _UNSUPPORTED.items():
         if p.get(field):
-            raise DialectError(field, rule)
+            raise InvalidField(rule, field)
     if p.get("subseed_strength"):
-        raise DialectError("subseed_strength", "variation seeds are not supported; use 0")
+        raise InvalidField("variation seeds are not supported; use 0", "subseed_strength")
     refiner = p.get("refiner_checkpoint") or None
     if refiner is not None and refiner not in refiner_names:
-        raise DialectError("refiner_checkpoint", refiner_rule(refiner_names))
+        raise UnknownName(refiner_rule(refiner_names), "refiner_checkpoint")
     overrides = p.get("override_settings") or {}
     if not isinstance(overrides, dict):
-        raise DialectError("override_settings", "must be an object")
+        raise InvalidField("must be an object", "override_settings")
     checkpoint = overrides.get("sd_model_checkpoint")
     if checkpoint is not None and checkpoint not in model_names:
-        raise DialectError("override_settings.sd_model_checkpoint", f"must be one of: {', '.join(model_names)}")
+        raise UnknownName(f"must be one of: {', '.join(model_names)}", "override_settings.sd_model_checkpoint")
     sampler, schedule = resolve(p.get("sampler_name") or p.get("sampler_index"), p.get("scheduler"))
     images = _int(p, "batch_size") * _int(p, "n_iter")
     if not 1 <= images <= 4:
-        raise DialectError("batch_size", "batch_size × n_iter must be between 1 and 4")
+        raise InvalidField("batch_size × n_iter must be between 1 and 4", "batch_size")
     return {
         "prompt": p["prompt"],
         "negative_prompt": p.get("negative_prompt") or "",
@@ -104,7 +125,7 @@ def _refiner_fields(refiner: str | None, switch_at: Any) -> dict[str, Any]:
 def _int(p: dict[str, Any], field: str) -> int:
     value = p.get(field)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise DialectError(field, "must be an integer")
+        raise InvalidField("must be an integer", field)
     return value
 
 
@@ -150,6 +171,18 @@ def info(status: JobStatus, model: str = "default") -> str:
     )
 
 
+def txt2img_answer(status: JobStatus, images_b64: list[str], payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of a synchronous txt2img once its job ended, or the wait for it did."""
+    if status.state is JobState.COMPLETED:
+        return 200, txt2img_response(status, images_b64, payload)
+    if not status.is_terminal:  # A1111 has no "come back later": say it did not finish
+        return DID_NOT_FINISH_STATUS, _exception_body(
+            status.state.value, f"job {status.job_id} did not finish in time; it is {status.state.value}"
+        )
+    error = status.error or status.state.value.lower()
+    return _NOT_COMPLETED_STATUS[status.state], _exception_body(status.state.value, error)
+
+
 def txt2img_response(status: JobStatus, images_b64: list[str], payload: dict[str, Any]) -> dict[str, Any]:
     return {"images": images_b64, "parameters": with_defaults(payload), "info": info(status)}
 
@@ -167,7 +200,7 @@ def progress(status: JobStatus | None, current_image: str | None = None) -> dict
         "eta_relative": eta,
         "state": {
             "skipped": False,
-            "interrupted": status is not None and status.state.value == "CANCELLED",
+            "interrupted": status is not None and status.state is JobState.CANCELLED,
             "stopping_generation": False,
             "job": status.job_id if active and status else "",
             "job_count": 1 if active else 0,
@@ -177,5 +210,35 @@ def progress(status: JobStatus | None, current_image: str | None = None) -> dict
             "sampling_steps": total,
         },
         "current_image": current_image,  # base64 JPEG of the latest preview, for jobs with previews on
-        "textinfo": "In queue" if status is not None and status.state.value == "IN_QUEUE" else None,
+        "textinfo": "In queue" if status is not None and status.state is JobState.IN_QUEUE else None,
     }
+
+
+def error_answer(error: Exception) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) in the shape FastAPI or A1111's own exception handler gives each case."""
+    if isinstance(error, UnknownName) and error.field == "sampler_name":
+        return 404, _exception_body("HTTPException", f"Sampler not found: {error.rule}", status=404)
+    if isinstance(error, InvalidField | MalformedBody):
+        return 422, {"detail": _validation_details(error)}
+    if isinstance(error, NotFound | MethodNotAllowed):  # FastAPI's own answer for a route
+        return error.status, {"detail": error.message}
+    if isinstance(error, ClientError):
+        return error.status, _exception_body("HTTPException", error.message, status=error.status)
+    if isinstance(error, KafkaUnavailable):
+        return 503, _exception_body("HTTPException", UNAVAILABLE_MESSAGE, status=503)
+    return 500, _exception_body("InternalServerError", INTERNAL_MESSAGE)
+
+
+def _exception_body(error: str, detail: str, status: int | None = None) -> dict[str, Any]:
+    """A1111's exception handler: the exception's name, its detail, and `str(e)` (`"404: ..."` for HTTPException)."""
+    return {"error": error, "detail": detail, "body": "", "errors": f"{status}: {detail}" if status else detail}
+
+
+def _validation_details(error: ClientError) -> list[dict[str, Any]]:
+    if isinstance(error, MalformedBody):
+        return [{"loc": ["body"], "msg": error.rule, "type": "json_invalid"}]
+    problems = error.details or [{"field": error.field or "body", "rule": error.rule, "type": "value_error"}]
+    return [
+        {"loc": ["body", *(p["field"].split(".") if p["field"] != "body" else [])], "msg": p["rule"], "type": p["type"]}
+        for p in problems
+    ]

@@ -1,20 +1,13 @@
+"""Transitional, until dialects/samplers.py raises `contract.errors` exceptions itself; then delete this module.
+
+Its old spelling `DialectError(field, rule, status)`: status 400 meant a name that is none of those offered,
+422 a value of the wrong type.
+"""
+
 from __future__ import annotations
 
-from pydantic import ValidationError
+from contract.errors import InvalidField, UnknownName
 
 
-class DialectError(ValueError):
-    """A request a dialect cannot turn into a job: names the field and the rule broken."""
-
-    def __init__(self, field: str, rule: str, status: int = 400) -> None:
-        super().__init__(f"{field}: {rule}")
-        self.field = field
-        self.rule = rule
-        self.status = status
-
-    @classmethod
-    def from_validation(cls, exc: ValidationError, prefix: str = "") -> DialectError:
-        """The first problem pydantic found with the job, named as the dialect's client named it."""
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "") or "body"
-        return cls(field, str(first["msg"]).removeprefix("Value error, "))
+def DialectError(field: str, rule: str, status: int = 400) -> InvalidField:
+    return UnknownName(rule, field) if status == 400 else InvalidField(rule, field)

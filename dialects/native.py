@@ -1,9 +1,14 @@
-"""The native dialect: Easel's own JSON for a job status, as the /v1 API and native webhooks show it."""
+"""The native dialect: Easel's own JSON for a job status, as the /v1 API and native webhooks show it, and for
+errors: `{"error": {"code", "message", "field", "details"}}` with the status of the exception tree.
+
+A job's state is named as `JobState` names it (RunPod's names).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from contract.errors import INTERNAL_MESSAGE, UNAVAILABLE_MESSAGE, ClientError, KafkaUnavailable
 from contract.states import JobStatus
 
 
@@ -53,3 +58,17 @@ def _ms(end: float | None, start: float | None) -> int | None:
     if end is None or start is None:
         return None
     return max(0, round((end - start) * 1000))
+
+
+def error_answer(error: Exception) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for a client's error, Kafka being unavailable, or anything else (a 500)."""
+    if isinstance(error, ClientError):
+        body: dict[str, Any] = {"code": error.code, "message": error.message}
+        if error.field:
+            body["field"] = error.field
+        if error.details:
+            body["details"] = error.details
+        return error.status, {"error": body}
+    if isinstance(error, KafkaUnavailable):
+        return 503, {"error": {"code": "kafka_unavailable", "message": UNAVAILABLE_MESSAGE}}
+    return 500, {"error": {"code": "internal", "message": INTERNAL_MESSAGE}}

@@ -4,15 +4,18 @@ Shapes, told apart by content:
 - `a1111-api`: the A1111 worker's `{"api": {"method", "endpoint"}, "payload": {txt2img}}` (seed 001);
 - `a1111`: the official A1111 worker's plain txt2img payload as `input`;
 - `public`: RunPod's public image endpoints (`prompt`, `num_inference_steps`, `guidance`, ...) (seed 003).
+
+A job's state is named as `JobState` names it: those are RunPod's names. Errors are `{"error": "<message>"}` with
+RunPod's codes: 400 (a 409 or 422 elsewhere), 401, 404, 429, 503, 500.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from contract.errors import INTERNAL_MESSAGE, UNAVAILABLE_MESSAGE, ClientError, InvalidField, KafkaUnavailable
 from contract.states import JobState, JobStatus
 from dialects import a1111
-from dialects.errors import DialectError
 
 SUPPORTED_ENDPOINTS = ("sdapi/v1/txt2img",)
 # Fields only an A1111 payload has; their presence selects the plain A1111 shape.
@@ -20,6 +23,8 @@ _A1111_KEYS = {"cfg_scale", "sampler_name", "sampler_index", "batch_size", "n_it
                "override_settings", "restore_faces", "enable_hr", "refiner_checkpoint", "subseed"}
 _PUBLIC_KEYS = {"prompt", "negative_prompt", "width", "height", "num_inference_steps", "guidance", "seed",
                 "num_images", "output_format"}
+# The public shape's names that are not the job's (job field → the client's name).
+_PUBLIC_NAMES = {"steps": "num_inference_steps"}
 # The A1111 worker's schema defaults (steps 20, sampler Euler a), not upstream A1111's.
 WORKER_DEFAULTS = {**a1111.TXT2IMG_DEFAULTS, "steps": 20, "sampler_index": "Euler a"}
 
@@ -36,7 +41,7 @@ def job_fields(
     """(JobSpec fields, shape) from a /run or /runsync body."""
     job_input = body.get("input")
     if not isinstance(job_input, dict):
-        raise DialectError("input", "is required and must be an object")
+        raise InvalidField("is required and must be an object", "input")
     shape = shape_of(job_input)
     if shape == "a1111-api":
         fields = a1111.job_fields(_payload(job_input), model_names, WORKER_DEFAULTS, refiner_names)
@@ -48,37 +53,45 @@ def job_fields(
     return fields, shape
 
 
+def field_names(shape: str) -> tuple[str, dict[str, str]]:
+    """Where a job field sits in a request of this shape: (the prefix, job field → the client's name)."""
+    if shape == "public":
+        return "input", _PUBLIC_NAMES
+    return ("input.payload" if shape == "a1111-api" else "input"), a1111.FIELD_NAMES
+
+
 def _payload(job_input: dict[str, Any]) -> dict[str, Any]:
     api, payload = job_input.get("api"), job_input.get("payload")
     if not isinstance(api, dict) or not isinstance(payload, dict):
-        raise DialectError("input", "`api` and `payload` must both be objects")
+        raise InvalidField("`api` and `payload` must both be objects", "input")
     endpoint = str(api.get("endpoint", "")).lstrip("/")
     if endpoint not in SUPPORTED_ENDPOINTS:
-        raise DialectError("input.api.endpoint", f"{endpoint!r} is not supported; supported: {', '.join(SUPPORTED_ENDPOINTS)}")
+        supported = ", ".join(SUPPORTED_ENDPOINTS)
+        raise InvalidField(f"{endpoint!r} is not supported; supported: {supported}", "input.api.endpoint")
     if str(api.get("method", "")).upper() != "POST":
-        raise DialectError("input.api.method", f"{endpoint} takes POST")
+        raise InvalidField(f"{endpoint} takes POST", "input.api.method")
     return payload
 
 
 def _public_fields(job_input: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(job_input.keys() - _PUBLIC_KEYS)
     if unknown:
-        raise DialectError(f"input.{unknown[0]}", f"is not a known field; known: {', '.join(sorted(_PUBLIC_KEYS))}")
-    renames = {"num_inference_steps": "steps", "guidance": "guidance", "num_images": "num_images"}
-    return {renames.get(k, k): v for k, v in job_input.items()}
+        raise InvalidField(f"is not a known field; known: {', '.join(sorted(_PUBLIC_KEYS))}", f"input.{unknown[0]}")
+    to_job = {client: job for job, client in _PUBLIC_NAMES.items()}
+    return {to_job.get(k, k): v for k, v in job_input.items()}
 
 
 def _policy(policy: object) -> dict[str, Any]:
     if policy is None:
         return {}
     if not isinstance(policy, dict):
-        raise DialectError("policy", "must be an object")
+        raise InvalidField("must be an object", "policy")
     fields: dict[str, Any] = {}
     for key, target in (("executionTimeout", "execution_timeout_s"), ("ttl", "ttl_s")):
         if key in policy:
             value = policy[key]
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise DialectError(f"policy.{key}", "must be a positive number of milliseconds")
+                raise InvalidField("must be a positive number of milliseconds", f"policy.{key}")
             fields[target] = value / 1000
     return fields
 
@@ -105,3 +118,13 @@ def public_output(image_urls: list[str]) -> dict[str, Any]:
     if len(image_urls) == 1:
         return {"image_url": image_urls[0], "cost": 0}
     return {"image_url": image_urls[0], "images": [{"image_url": url} for url in image_urls], "cost": 0}
+
+
+def error_answer(error: Exception) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body); validation problems joined with newlines, as the A1111 worker joins them."""
+    if isinstance(error, ClientError):
+        message = "\n".join(f"{d['field']}: {d['rule']}" for d in error.details) if error.details else error.message
+        return (400 if error.status in (409, 422) else error.status), {"error": message}
+    if isinstance(error, KafkaUnavailable):
+        return 503, {"error": UNAVAILABLE_MESSAGE}
+    return 500, {"error": INTERNAL_MESSAGE}

@@ -1,7 +1,6 @@
 """AUTOMATIC1111's /sdapi/v1, served natively: synchronous txt2img, progress, interrupt, catalogues.
 
-Errors follow A1111 (FastAPI): 422 `{"detail": [{"loc", "msg", "type"}]}`, unknown sampler
-404 `{"detail": "Sampler not found ..."}`.
+Errors are rendered in A1111's shapes by `dialects.a1111.error_answer` (service/errors.py picks it by path).
 """
 
 from __future__ import annotations
@@ -9,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -17,20 +15,10 @@ from contract.events import EventType
 from contract.samplers import SAMPLER_INFO, SCHEDULE_INFO, UNSUPPORTED_SCHEDULES
 from contract.states import JobState
 from dialects import a1111
-from dialects.errors import DialectError
-from producers import KafkaUnavailable
-from service.errors import ApiError
 from service.requests import json_object
 from service.state import AppState
 from service.streaming import hub_of
-from service.submission import RETRY_AFTER_S, QueueFull, build_job, enqueue, images_base64, request_cancel, wait_terminal
-
-
-def _detail(status: int, field: str, rule: str) -> JSONResponse:
-    if field == "sampler_name" and status == 400:
-        return JSONResponse({"detail": f"Sampler not found: {rule}"}, status_code=404)
-    return JSONResponse({"detail": [{"loc": ["body", *field.split(".")], "msg": rule, "type": "value_error"}]},
-                        status_code=422 if status == 400 else status)
+from service.submission import build_job, enqueue, images_base64, request_cancel, wait_terminal
 
 
 async def txt2img(request: Request) -> Response:
@@ -38,31 +26,12 @@ async def txt2img(request: Request) -> Response:
     payload = await json_object(request)
     owner = app.keys.authenticate(request, payload)
     payload.pop("key", None)  # the key is never stored on Kafka nor echoed in `parameters`
-    try:
-        fields = a1111.job_fields(
-            {k: v for k, v in payload.items() if k != "key"}, app.model_names, refiner_names=app.refiner_names
-        )
-        job = build_job(fields, owner, dialect="a1111", client_input=payload)
-    except DialectError as exc:
-        return _detail(exc.status, exc.field, exc.rule)
-    except ValidationError as exc:
-        return JSONResponse({"detail": [{"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
-                                        for e in exc.errors()]}, status_code=422)
-    try:
-        status = await enqueue(app, job)
-    except QueueFull as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(RETRY_AFTER_S)})
-    except KafkaUnavailable:
-        return JSONResponse({"detail": "the job queue is unavailable; nothing was queued"}, status_code=503)
+    fields = a1111.job_fields(payload, app.model_names, refiner_names=app.refiner_names)
+    job = build_job(fields, owner, dialect="a1111", client_input=payload, names=a1111.FIELD_NAMES)
+    status = await enqueue(app, job)
     status = await wait_terminal(app, status, app.settings.job_timeout_s)
-    if not status.is_terminal:  # A1111 is synchronous and has no "come back later": say it timed out
-        return JSONResponse({"detail": f"job {status.job_id} did not finish in time; it is {status.state.value}"},
-                            status_code=504)
-    if status.state is not JobState.COMPLETED:
-        error = status.error or status.state.value.lower()
-        return JSONResponse({"error": status.state.value, "detail": error, "body": "", "errors": error},
-                            status_code=500 if status.state is JobState.FAILED else 409)
-    return JSONResponse(a1111.txt2img_response(status, images_base64(app, status), payload))
+    code, body = a1111.txt2img_answer(status, images_base64(app, status), payload)
+    return JSONResponse(body, status_code=code)
 
 
 def _latest_of(app: AppState, owner: str) -> Any:
@@ -96,11 +65,8 @@ async def interrupt(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
     for status in app.kafka.view.statuses():
-        if status.owner == owner and status.state.value == "IN_PROGRESS":
-            try:
-                await request_cancel(app, status.job_id)
-            except KafkaUnavailable:
-                raise ApiError(503, "kafka_unavailable", "the job queue (Kafka) is unavailable") from None
+        if status.owner == owner and status.state is JobState.IN_PROGRESS:
+            await request_cancel(app, status.job_id)
     return JSONResponse({})
 
 

@@ -1,4 +1,8 @@
-"""The Starlette application: routes, error handlers, and the Kafka link opened in the lifespan."""
+"""The Starlette application: routes, error handlers, and the Kafka link opened in the lifespan.
+
+`create_app(settings)` is the whole API; Starlette's TestClient (or httpx with a lifespan) runs it in-process
+against a real broker.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from contract.catalog import Catalog
 from contract.settings import Settings
-from producers import KafkaUnavailable
-from service.auth import ApiKeys
-from service.errors import (
-    ApiError,
-    handle_api_error,
-    handle_http_exception,
-    handle_kafka_unavailable,
-    handle_unexpected,
-)
 from service import a1111_api, modelslab_api, runpod_api, skidio_api
+from service.auth import ApiKeys
+from service.errors import EXCEPTION_HANDLERS, UnexpectedErrors
 from service.file_urls import get_file
 from service.health import health
 from service.jobs import cancel_job, get_image, get_job, submit_job
@@ -89,12 +85,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(MetricsMiddleware)],
-        exception_handlers={
-            ApiError: handle_api_error,
-            KafkaUnavailable: handle_kafka_unavailable,
-            HTTPException: handle_http_exception,
-            Exception: handle_unexpected,
-        },
+        middleware=[Middleware(MetricsMiddleware), Middleware(UnexpectedErrors)],
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

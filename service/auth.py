@@ -10,28 +10,28 @@ from collections.abc import Iterable, Mapping
 
 from starlette.requests import Request
 
-from service.errors import ApiError
+from contract.errors import Unauthorized
+from contract.keys import key_id
 
-
-def key_id(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 class ApiKeys:
     def __init__(self, keys: Iterable[str]) -> None:
         self._ids = {hashlib.sha256(k.encode()).digest(): key_id(k) for k in keys}
 
-    def authenticate(self, request: Request, body: Mapping[str, object] | None = None) -> str:
-        """The key id of the request's key; 401 when it has none or an unknown one."""
+    def authenticate(self, request: Request, body: Mapping[str, object] | None = None, field: str = "key") -> str:
+        """The key id of the request's key; Unauthorized when it has none or an unknown one.
+
+        `field`: where the dialect's clients put the key (`input.api_key` for Skidio), to name it in the error.
+        """
         presented = _presented_key(request, body)
         if not presented:
-            raise ApiError(
-                401, "unauthorized", "an API key is required: Authorization: Bearer <key>", field="key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            rule = f"an API key is required: Authorization: Bearer <key>, or the `{field}` field"
+            raise Unauthorized(rule, field, headers=_CHALLENGE)
         owner = self._ids.get(hashlib.sha256(presented.encode()).digest())
         if owner is None:
-            raise ApiError(401, "unauthorized", "invalid API key", field="key", headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("invalid API key", field, headers=_CHALLENGE)
         return owner
 
 

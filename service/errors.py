@@ -1,85 +1,124 @@
-"""Errors a client can cause, rendered as JSON naming the field and the rule. Never a traceback."""
+"""Errors become responses in the dialect of the route they happened on. Never a traceback.
+
+Routes and helpers raise `contract.errors.ClientError`s and let `KafkaUnavailable` propagate; the handlers
+here pick the dialect by the path's prefix and answer with its `error_answer`. Anything else is a 500 in
+that dialect's shape, logged once with its traceback.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contract.errors import ClientError, InvalidField, KafkaUnavailable, MethodNotAllowed, NotFound
+from dialects import a1111, modelslab, native, runpod, skidio
 
 log = structlog.get_logger(__name__)
+Model = TypeVar("Model", bound=BaseModel)
+ErrorAnswer = Callable[[Exception], tuple[int, Any]]
+
+# Each dialect's routes (service/app.py) start with its prefix; every other path is native.
+DIALECT_PREFIXES: tuple[tuple[str, ErrorAnswer], ...] = (
+    ("/api/v6", modelslab.error_answer),
+    ("/v2", runpod.error_answer),
+    ("/sdapi/v1", a1111.error_answer),
+    ("/api/txt2img", skidio.error_answer),
+)
+UNAVAILABLE_RETRY_AFTER_S = 5
 
 
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-        details: list[dict[str, str]] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.headers = headers
-        self.details = details
+def error_answer_for(path: str) -> ErrorAnswer:
+    for prefix, answer in DIALECT_PREFIXES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return answer
+    return native.error_answer
 
 
-def validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
-    """The first problem names field and rule; all of them are listed under `details`."""
-    details = [_describe(e, prefix) for e in exc.errors()]
-    first = details[0]
-    message = f"{first['field']}: {first['rule']}"
-    return ApiError(422, "invalid_request", message, field=first["field"], details=details)
+def error_response(path: str, error: Exception) -> Response:
+    status, body = error_answer_for(path)(error)
+    headers = error.headers if isinstance(error, ClientError) else None
+    if isinstance(error, KafkaUnavailable):
+        headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _describe(error: Any, prefix: str) -> dict[str, str]:
-    e = dict(error)
-    field = ".".join(str(part) for part in (prefix, *e["loc"]) if part != "") or "body"
-    rule = str(e["msg"]).removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        rule = "is not a known field"
-    elif e["type"] == "missing":
-        rule = "is required"
-    return {"field": field, "rule": rule}
+async def _handle(request: Request, exc: Exception) -> Response:
+    return error_response(request.url.path, exc)
 
 
-def error_body(error: ApiError) -> dict[str, object]:
-    body: dict[str, object] = {"code": error.code, "message": error.message}
-    if error.field:
-        body["field"] = error.field
-    if error.details:
-        body["details"] = error.details
-    return {"error": body}
-
-
-async def handle_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers)
-
-
-async def handle_http_exception(request: Request, exc: Exception) -> Response:
+async def _handle_routing(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (a route, not this method), as our tree names them."""
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse({"error": {"code": code, "message": exc.detail}}, status_code=exc.status_code)
+    kind = {404: NotFound, 405: MethodNotAllowed}.get(exc.status_code, ClientError)
+    return error_response(request.url.path, kind(exc.detail, headers=dict(exc.headers or {}) or None))
 
 
-async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", path=request.url.path)
-    return JSONResponse({"error": {"code": "internal", "message": "internal error"}}, status_code=500)
+# For Starlette(exception_handlers=...). Unexpected exceptions are `UnexpectedErrors`' (see there why).
+EXCEPTION_HANDLERS = {ClientError: _handle, KafkaUnavailable: _handle, HTTPException: _handle_routing}
 
 
-async def handle_kafka_unavailable(request: Request, exc: Exception) -> Response:
-    """Any route that reads a view before the API reached Kafka: 503, never a 500."""
-    return JSONResponse(
-        {"error": {"code": "kafka_unavailable", "message": "the job queue (Kafka) is unavailable, retry later"}},
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )
+class UnexpectedErrors:
+    """Any other exception: a 500 in the route's dialect with no detail, logged once with its traceback.
+
+    A middleware rather than Starlette's 500 handler, which re-raises to the server: that would log it twice.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_start)
+        except Exception as exc:
+            if started:  # too late to answer: the server logs it and drops the connection
+                raise
+            log.exception("unexpected error", method=scope["method"], path=scope["path"])
+            await error_response(scope["path"], exc)(scope, receive, send)
+
+
+def validated(model: type[Model], data: object, prefix: str = "", names: Mapping[str, str] | None = None) -> Model:
+    """`model` from `data`, or an InvalidField naming the field as the client named it.
+
+    `prefix`: where the data sits in the request (`input` for RunPod); `names`: model field → client's name.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_field(exc, prefix, names or {}) from None
+
+
+def invalid_field(exc: ValidationError, prefix: str = "", names: Mapping[str, str] | None = None) -> InvalidField:
+    """The one converter from pydantic: the first problem as field and rule, every one under `details`."""
+    details = [_problem(error, prefix, names or {}) for error in exc.errors()]
+    return InvalidField(details[0]["rule"], details[0]["field"], details=details)
+
+
+def _problem(error: ErrorDetails, prefix: str, names: Mapping[str, str]) -> dict[str, str]:
+    loc = [str(part) for part in error["loc"]]
+    if loc:
+        loc[0] = names.get(loc[0], loc[0])
+    field = ".".join(part for part in (prefix, *loc) if part) or "body"
+    rule = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        rule = "is not a known field"
+    elif error["type"] == "missing":
+        rule = "is required"
+    return {"field": field, "rule": rule, "type": error["type"]}

@@ -10,8 +10,8 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import Response
 
+from contract.errors import NotFound
 from dialects.links import file_token
-from service.errors import ApiError
 from service.images import image_response
 from service.state import AppState
 
@@ -23,8 +23,8 @@ async def get_file(request: Request) -> Response:
     token = request.query_params.get("token", "")
     # As bytes: compare_digest refuses non-ASCII str, and a client chooses this one.
     if not hmac.compare_digest(token.encode(), file_token(app.settings, job_id, index).encode()):
-        raise ApiError(404, "not_found", "no such file", field="token")
+        raise NotFound("no such file", "token")
     status = app.kafka.view.get(job_id)
     if status is None:
-        raise ApiError(404, "not_found", "not ready yet", field="index")
+        raise NotFound("not ready yet", "index")
     return image_response(app, status, index, public=True)

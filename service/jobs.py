@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import structlog
-from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from contract.errors import InvalidField
 from contract.job import Job, JobSpec, WebhookSpec, new_job_id
-from contract.states import JobStatus
-from producers import KafkaUnavailable
 from dialects.native import job_url, render_status
-from service.errors import ApiError, validation_error
+from service.errors import validated
 from service.images import image_response
 from service.requests import bounded_float, json_object
 from service.state import AppState
-from service.submission import RETRY_AFTER_S, QueueFull, enqueue, find_status, request_cancel
+from service.submission import caught_up, enqueue, owned_status, request_cancel
 from service.webhooks import render_deliveries, vet_webhook
 
-log = structlog.get_logger(__name__)
 SUBMIT_ONLY_FIELDS = ("key", "webhook", "track_id")
 
 
@@ -29,26 +22,14 @@ async def submit_job(request: Request) -> Response:
     app: AppState = request.app.state.easel
     body = await json_object(request)
     owner = app.keys.authenticate(request, body)
-    spec_fields = {k: v for k, v in body.items() if k not in SUBMIT_ONLY_FIELDS}
-    try:
-        spec = JobSpec.model_validate(spec_fields)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    try:
-        webhook = _webhook(body)
-    except ValidationError as exc:
-        raise validation_error(exc, prefix="webhook") from None
+    spec = validated(JobSpec, {k: v for k, v in body.items() if k not in SUBMIT_ONLY_FIELDS})
+    webhook = _webhook(body)
     if (problem := app.catalog.problem(spec)) is not None:  # model, refiner, safety checker: configured ones only
         field, rule = problem
-        raise ApiError(422, "invalid_request", f"{field}: {rule}", field=field)
+        raise InvalidField(rule, field)
     await vet_webhook(app.settings, webhook, "webhook" if isinstance(body.get("webhook"), str) else "webhook.url")
     job = Job(**spec.model_dump(), id=new_job_id(), owner=owner, webhook=webhook, dialect="native")
-    try:
-        status = await enqueue(app, job)
-    except QueueFull as exc:
-        raise ApiError(429, "queue_full", str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-    except KafkaUnavailable:
-        raise _unavailable() from None
+    status = await enqueue(app, job)
     body_out = render_status(status, app.settings.base_url)
     return JSONResponse(body_out, status_code=202, headers={"Location": job_url(app.settings.base_url, job.id)})
 
@@ -57,7 +38,7 @@ async def get_job(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
     wait_s = bounded_float(request, "wait", 0.0, app.settings.max_wait_s)
-    status = await _owned_status(app, request.path_params["job_id"], owner)
+    status = await owned_status(app, request.path_params["job_id"], owner)
     if wait_s and not status.is_terminal:
         status = await app.kafka.view.wait_for(status.job_id, lambda s: s.is_terminal, wait_s) or status
     body = render_status(status, app.settings.base_url)
@@ -69,15 +50,11 @@ async def get_job(request: Request) -> Response:
 async def get_image(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    status = await _owned_status(app, request.path_params["job_id"], owner)
+    status = await owned_status(app, request.path_params["job_id"], owner)
     index: int = request.path_params["index"]
     if index >= len(status.outputs) and not status.is_terminal:
         # Read-your-writes for stream clients: the `completed` event can arrive before this view has it.
-        try:
-            await asyncio.wait_for(app.kafka.view.sync(), app.settings.submit_timeout_s)
-        except (KafkaError, TimeoutError):
-            raise _unavailable() from None
-        status = app.kafka.view.get(status.job_id) or status
+        status = (await caught_up(app)).get(status.job_id) or status
     return image_response(app, status, index, public=False)
 
 
@@ -85,23 +62,10 @@ async def cancel_job(request: Request) -> Response:
     """Ask the runners to stop the job. It ends CANCELLED unless it finished first."""
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    status = await _owned_status(app, request.path_params["job_id"], owner)
+    status = await owned_status(app, request.path_params["job_id"], owner)
     if not status.is_terminal:
-        try:
-            await request_cancel(app, status.job_id)
-        except KafkaUnavailable:
-            raise _unavailable() from None
+        await request_cancel(app, status.job_id)
     return JSONResponse(render_status(status, app.settings.base_url), status_code=202)
-
-
-async def _owned_status(app: AppState, job_id: str, owner: str) -> JobStatus:
-    try:
-        status = await find_status(app, job_id, owner)
-    except KafkaUnavailable:
-        raise _unavailable() from None
-    if status is None:
-        raise ApiError(404, "not_found", f"no job {job_id}", field="job_id")
-    return status
 
 
 def _webhook(body: dict[str, object]) -> WebhookSpec | None:
@@ -109,12 +73,5 @@ def _webhook(body: dict[str, object]) -> WebhookSpec | None:
     if webhook is None:
         return None
     if isinstance(webhook, str):  # the common shorthand: a URL plus a top-level track_id
-        return WebhookSpec.model_validate({"url": webhook, "track_id": body.get("track_id")})
-    return WebhookSpec.model_validate(webhook)
-
-
-def _unavailable() -> ApiError:
-    return ApiError(
-        503, "kafka_unavailable", "the job queue (Kafka) is unavailable; nothing was queued, retry later",
-        headers={"Retry-After": "5"},
-    )
+        return validated(WebhookSpec, {"url": webhook, "track_id": body.get("track_id")}, prefix="webhook")
+    return validated(WebhookSpec, webhook, prefix="webhook")

@@ -12,12 +12,21 @@ from starlette.routing import BaseRoute
 
 from contract.job import JobSpec, WebhookSpec
 
-_AUTH = [{"bearer": []}]
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _ERRORS = {
-    "401": {"description": "missing or invalid API key", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-    "404": {"description": "no such job for this key", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-    "503": {"description": "Kafka is unavailable; nothing was queued", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+    "401": {
+        "description": "missing or invalid API key",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
+    "404": {
+        "description": "no such job for this key",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
+    "503": {
+        "description": "Kafka is unavailable; nothing was queued",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
 }
 _STATUS = {"application/json": {"schema": {"$ref": "#/components/schemas/JobStatus"}}}
 
@@ -36,8 +45,9 @@ def build_spec(routes: Sequence[BaseRoute] = ()) -> dict[str, Any]:
         methods = sorted((getattr(route, "methods", None) or {"GET"}) - {"HEAD"})
         doc = (endpoint.__doc__ or "").strip().splitlines() if endpoint else []
         summary = doc[0] if doc else f"see {getattr(endpoint, '__module__', 'the README')}"
-        spec["paths"][path] = {m.lower(): {"summary": summary, "responses": {"200": {"description": "see summary"}}}
-                               for m in methods}
+        spec["paths"][path] = {
+            m.lower(): {"summary": summary, "responses": {"200": {"description": "see summary"}}} for m in methods
+        }
     return spec
 
 
@@ -80,7 +90,10 @@ def _native_spec() -> dict[str, Any]:
                 "post": {
                     "summary": "Submit a job; answers 202 once Kafka acknowledged it",
                     "security": _AUTH,
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}},
+                    },
                     "responses": {
                         "202": {"description": "queued", "content": _STATUS},
                         "400": {"description": "malformed JSON"},
@@ -95,7 +108,12 @@ def _native_spec() -> dict[str, Any]:
                     "security": _AUTH,
                     "parameters": [
                         _JOB_ID,
-                        {"name": "wait", "in": "query", "description": "seconds to wait for a terminal state", "schema": {"type": "number", "minimum": 0, "maximum": 60}},
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "description": "seconds to wait for a terminal state",
+                            "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                        },
                     ],
                     "responses": {"200": {"description": "status", "content": _STATUS}, **_ERRORS},
                 }
@@ -104,8 +122,17 @@ def _native_spec() -> dict[str, Any]:
                 "get": {
                     "summary": "One output image",
                     "security": _AUTH,
-                    "parameters": [_JOB_ID, {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
-                    "responses": {"200": {"description": "the image", "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}, **_ERRORS},
+                    "parameters": [
+                        _JOB_ID,
+                        {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the image",
+                            "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+                        },
+                        **_ERRORS,
+                    },
                 }
             },
             "/v1/jobs/{job_id}/cancel": {
@@ -116,9 +143,21 @@ def _native_spec() -> dict[str, Any]:
                     "responses": {"202": {"description": "cancel requested", "content": _STATUS}, **_ERRORS},
                 }
             },
-            "/health": {"get": {"summary": "200 when connected to Kafka, 503 when not", "responses": {"200": {"description": "ok"}, "503": {"description": "degraded"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/health": {
+                "get": {
+                    "summary": "200 when connected to Kafka, 503 when not",
+                    "responses": {"200": {"description": "ok"}, "503": {"description": "degraded"}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text exposition format"}},
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+            },
         },
     }
 

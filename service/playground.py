@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from service.errors import ApiError
+from contract.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent / "static"
 _ASSETS = {"playground.js": "text/javascript", "playground.css": "text/css"}
@@ -20,5 +20,5 @@ async def playground(request: Request) -> Response:
 async def playground_asset(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in _ASSETS:  # a fixed list: never a path from the client
-        raise ApiError(404, "not_found", f"no asset {name}")
+        raise NotFound(f"no asset {name}")
     return FileResponse(STATIC / name, media_type=_ASSETS[name])

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from service.errors import ApiError
+from contract.errors import BodyTooLarge, InvalidParameter, MalformedBody
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -17,18 +17,21 @@ async def capped_body(request: Request) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes", field="body")
+            raise BodyTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes", "body")
     return body
 
 
 async def json_object(request: Request) -> dict[str, Any]:
-    body = await capped_body(request)
+    return parse_object(await capped_body(request))
+
+
+def parse_object(body: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc.msg}", field="body") from None
+        raise MalformedBody(f"the body is not valid JSON: {exc.msg}", "body") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "malformed_json", "the body must be a JSON object", field="body")
+        raise MalformedBody("the body must be a JSON object", "body")
     return data
 
 
@@ -39,7 +42,7 @@ def bounded_float(request: Request, name: str, default: float, maximum: float) -
     try:
         value = float(raw)
     except ValueError:
-        raise ApiError(400, "invalid_request", f"{name}: must be a number", field=name) from None
+        raise InvalidParameter("must be a number", name) from None
     if not 0 <= value <= maximum:
-        raise ApiError(400, "invalid_request", f"{name}: must be between 0 and {maximum:g}", field=name)
+        raise InvalidParameter(f"must be between 0 and {maximum:g}", name)
     return value

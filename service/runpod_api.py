@@ -1,7 +1,7 @@
 """RunPod serverless endpoints under /v2/{endpoint_id}/: run, runsync, status, stream, cancel, purge-queue, health.
 
 The `runpod` Python client works against these unchanged (RUNPOD_ENDPOINT_BASE_URL=<easel>/v2).
-Errors: `{"error": "<field>: <rule>"}` with 400 / 401 / 404 / 503.
+Errors are rendered in RunPod's shape by `dialects.runpod.error_answer`.
 """
 
 from __future__ import annotations
@@ -9,26 +9,29 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from contract.errors import Conflict, InvalidParameter
+from contract.job import new_job_id
 from contract.lifecycle import RETRYABLE
 from contract.states import JobState, JobStatus
 from dialects import a1111, runpod
-from dialects.errors import DialectError
-from producers import KafkaUnavailable
-from service.errors import ApiError
 from dialects.links import file_urls
 from service.requests import json_object
 from service.state import AppState
-from service.submission import QueueFull, build_job, checked_webhook, enqueue, find_status, images_base64, request_cancel, wait_terminal
+from service.submission import (
+    build_job,
+    caught_up,
+    checked_webhook,
+    enqueue,
+    images_base64,
+    owned_status,
+    request_cancel,
+    wait_terminal,
+)
 
 MAX_WAIT_MS = 300_000
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _output(app: AppState, status: JobStatus) -> Any | None:
@@ -42,85 +45,57 @@ def _output(app: AppState, status: JobStatus) -> Any | None:
     return a1111.txt2img_response(status, images_base64(app, status), payload)
 
 
-async def _submit(request: Request, job_id_prefix: str) -> tuple[AppState, JobStatus] | JSONResponse:
+async def _submit(request: Request, job_id: str | None = None) -> tuple[AppState, JobStatus]:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
     body = await json_object(request)
-    try:
-        fields, _shape = runpod.job_fields(body, app.model_names, app.refiner_names)
-        # RunPod has no track_id field; a track_id inside `input` comes back because input is echoed.
-        webhook = await checked_webhook(app, body.get("webhook"), None)
-        job = build_job(
-            fields,
-            owner,
-            dialect="runpod",
-            webhook=webhook,
-            client_input=body["input"],
-        )
-        if job_id_prefix:
-            job = job.model_copy(update={"id": job_id_prefix + job.id})
-    except DialectError as exc:
-        return _error(400, str(exc))
-    except ValidationError as exc:
-        return _error(400, str(DialectError.from_validation(exc, prefix="input")))
-    try:
-        return app, await enqueue(app, job)
-    except QueueFull as exc:
-        return _error(429, str(exc))
-    except KafkaUnavailable:
-        return _error(503, "the job queue is unavailable; nothing was queued, retry later")
+    fields, shape = runpod.job_fields(body, app.model_names, app.refiner_names)
+    # RunPod has no track_id field; a track_id inside `input` comes back because input is echoed.
+    webhook = await checked_webhook(app, body.get("webhook"), None)
+    prefix, names = runpod.field_names(shape)
+    job = build_job(
+        fields, owner, dialect="runpod", webhook=webhook, job_id=job_id, client_input=body["input"],
+        prefix=prefix, names=names,
+    )
+    return app, await enqueue(app, job)
 
 
 async def run(request: Request) -> Response:
-    submitted = await _submit(request, "")
-    if isinstance(submitted, JSONResponse):
-        return submitted
-    _, status = submitted
+    _, status = await _submit(request)
     return JSONResponse({"id": status.job_id, "status": status.state.value})
 
 
 async def runsync(request: Request) -> Response:
-    try:
-        wait_ms = int(request.query_params.get("wait", "90000"))
-    except ValueError:
-        return _error(400, "wait: must be a whole number of milliseconds")
-    if not 1000 <= wait_ms <= MAX_WAIT_MS:
-        return _error(400, f"wait: must be between 1000 and {MAX_WAIT_MS} ms")
-    submitted = await _submit(request, "sync-")
-    if isinstance(submitted, JSONResponse):
-        return submitted
-    app, status = submitted
+    wait_ms = _wait_ms(request)
+    app, status = await _submit(request, job_id=f"sync-{new_job_id()}")
     status = await wait_terminal(app, status, wait_ms / 1000)
     return JSONResponse(runpod.envelope(status, _output(app, status)))
 
 
-async def _owned(request: Request) -> tuple[AppState, JobStatus] | JSONResponse:
+def _wait_ms(request: Request) -> int:
+    try:
+        wait_ms = int(request.query_params.get("wait", "90000"))
+    except ValueError:
+        raise InvalidParameter("must be a whole number of milliseconds", "wait") from None
+    if not 1000 <= wait_ms <= MAX_WAIT_MS:
+        raise InvalidParameter(f"must be between 1000 and {MAX_WAIT_MS} ms", "wait")
+    return wait_ms
+
+
+async def _owned(request: Request) -> tuple[AppState, JobStatus]:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    job_id = request.path_params["job_id"]
-    try:
-        status = await find_status(app, job_id, owner)
-    except KafkaUnavailable:
-        return _error(503, "the job queue is unavailable, retry later")
-    if status is None:
-        return _error(404, f"job {job_id} not found")
-    return app, status
+    return app, await owned_status(app, request.path_params["job_id"], owner)
 
 
 async def status(request: Request) -> Response:
-    owned = await _owned(request)
-    if isinstance(owned, JSONResponse):
-        return owned
-    app, job = owned
+    app, job = await _owned(request)
     return JSONResponse(runpod.envelope(job, _output(app, job)))
 
 
 async def stream(request: Request) -> Response:
-    owned = await _owned(request)
-    if isinstance(owned, JSONResponse):
-        return owned
-    app, job = owned
-    chunks = []
+    app, job = await _owned(request)
+    chunks: list[dict[str, Any]] = []
     if job.progress is not None and not job.is_terminal:
         chunks.append({"output": job.progress.model_dump()})
     elif job.state is JobState.COMPLETED:
@@ -129,15 +104,9 @@ async def stream(request: Request) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    owned = await _owned(request)
-    if isinstance(owned, JSONResponse):
-        return owned
-    app, job = owned
+    app, job = await _owned(request)
     if not job.is_terminal:
-        try:
-            await request_cancel(app, job.job_id)
-        except KafkaUnavailable:
-            return _error(503, "the job queue is unavailable, retry later")
+        await request_cancel(app, job.job_id)
         # A running job stops at its next step; a queued one when a runner reaches it: report what is true.
         job = await wait_terminal(app, job, 5.0)
     return JSONResponse({"id": job.job_id, "status": job.state.value})
@@ -145,18 +114,11 @@ async def cancel(request: Request) -> Response:
 
 async def retry(request: Request) -> Response:
     """Put a FAILED or TIMED_OUT job back in the queue with the same id and input."""
-    owned = await _owned(request)
-    if isinstance(owned, JSONResponse):
-        return owned
-    app, job = owned
-    await app.kafka.view.sync()  # decide on the latest state, not on what this view had a moment ago
-    job = app.kafka.view.get(job.job_id) or job
+    app, job = await _owned(request)
+    job = (await caught_up(app)).get(job.job_id) or job  # decide on the latest state, not a moment-old one
     if job.state not in RETRYABLE:
-        return _error(400, f"retry: only FAILED or TIMED_OUT jobs can be retried; this one is {job.state.value}")
-    try:
-        requeued = await app.kafka.jobs.requeue(job)
-    except KafkaUnavailable:
-        return _error(503, "the job queue is unavailable, retry later")
+        raise Conflict(f"only FAILED or TIMED_OUT jobs can be retried; this one is {job.state.value}")
+    requeued = await app.kafka.jobs.requeue(job)
     # Read-your-writes: a status or ?wait= read right after this must not see the old outcome.
     await app.kafka.view.wait_for(job.job_id, lambda s: s.seq >= requeued.seq, app.settings.submit_timeout_s)
     return JSONResponse({"id": requeued.job_id, "status": requeued.state.value})
@@ -166,11 +128,8 @@ async def purge_queue(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
     queued = [s for s in app.kafka.view.statuses() if s.owner == owner and s.state is JobState.IN_QUEUE]
-    try:
-        for job in queued:
-            await request_cancel(app, job.job_id)
-    except KafkaUnavailable:
-        raise ApiError(503, "kafka_unavailable", "the job queue is unavailable") from None
+    for job in queued:
+        await request_cancel(app, job.job_id)
     # They end CANCELLED as runners reach them (in queue order, without generating anything).
     return JSONResponse({"removed": len(queued), "status": "completed"})
 

@@ -15,8 +15,8 @@ from starlette.responses import Response, StreamingResponse
 
 from consumers.stream_hub import StreamHub
 from consumers.subscription import Overflowed, Subscription
-from service.state import AppState
 from contract.states import JobStatus
+from service.state import AppState
 from service.streaming import attach, authorize, hub_of, parse_seq, seen_the_end
 
 RETRY_MS = 2000

@@ -18,13 +18,12 @@ from starlette.requests import HTTPConnection
 
 from consumers.stream_hub import StreamHub
 from consumers.subscription import Subscription
+from contract.errors import InvalidParameter, KafkaUnavailable
 from contract.events import Event, EventType
 from contract.states import JobState, JobStatus
-from producers import KafkaUnavailable
-from service.errors import ApiError
 from dialects.native import image_url
 from service.state import AppState
-from service.submission import find_status
+from service.submission import owned_status
 
 READY_WAIT_S = 5.0
 _TERMINAL_EVENT = {
@@ -74,16 +73,18 @@ def parse_seq(raw: str | None, name: str) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(400, "invalid_request", f"{name}: must be an integer seq", field=name) from None
+        raise InvalidParameter("must be an integer seq", name) from None
     if value < -1:
-        raise ApiError(400, "invalid_request", f"{name}: must be -1 or more", field=name)
+        raise InvalidParameter("must be -1 or more", name)
     return value
 
 
-async def follow_job(app: AppState, hub: StreamHub, subscription: Subscription, job_id: str, owner: str, since: int) -> bool:
+async def follow_job(
+    app: AppState, hub: StreamHub, subscription: Subscription, job_id: str, owner: str, since: int
+) -> bool:
     """Subscribe to one owned job; False (and no subscription) when the client has seen its end already.
 
-    ApiError 404 for another key's or unknown job, 503 when not ready.
+    NotFound for another key's or an unknown job, KafkaUnavailable when the streams are not ready.
     """
     status = await authorize(app, hub, job_id, owner)
     if seen_the_end(status, since):
@@ -100,18 +101,13 @@ def seen_the_end(status: JobStatus, since: int) -> bool:
 async def authorize(app: AppState, hub: StreamHub, job_id: str, owner: str) -> JobStatus:
     """The job's status if `owner` may follow it, once the hub has caught up with that status."""
     if not await hub.wait_ready(READY_WAIT_S):
-        raise _unavailable()
-    try:
-        status = await find_status(app, job_id, owner)
-    except KafkaUnavailable:
-        raise _unavailable() from None
-    if status is None:
-        raise ApiError(404, "not_found", f"no job {job_id}", field="job_id")
+        raise KafkaUnavailable("the stream hub is not connected")
+    status = await owned_status(app, job_id, owner)
     if hub.last_seq(job_id) < status.seq:  # the state view is ahead of the hub: let it catch up
         try:
             await asyncio.wait_for(hub.sync(), app.settings.submit_timeout_s)
         except (TimeoutError, RuntimeError, KafkaError):
-            raise _unavailable() from None
+            raise KafkaUnavailable("the stream hub could not catch up") from None
     return status
 
 
@@ -136,9 +132,3 @@ def terminal_event(status: JobStatus) -> Event:
         data=data,
     )
 
-
-def _unavailable() -> ApiError:
-    return ApiError(
-        503, "streams_unavailable", "live streams are unavailable (Kafka unreachable); retry later",
-        headers={"Retry-After": "5"},
-    )

@@ -1,25 +1,30 @@
-"""What every dialect's routes share: build a job, enqueue it, wait for it, read its images."""
+"""What every dialect's routes share: build a job, enqueue it, find it, wait for it, read its images.
+
+Each raises a `contract.errors.ClientError` (rendered in the route's dialect) or `KafkaUnavailable`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 
+from consumers.state_view import StateView
 from contract.blobs import BlobStore
 from contract.control import ControlCommand
+from contract.errors import KafkaUnavailable, NotFound, QueueFull
 from contract.job import Job, WebhookSpec, new_job_id
 from contract.serialization import encode, key
 from contract.states import JobState, JobStatus
-from dialects.errors import DialectError
-from producers import KafkaUnavailable
-from service.errors import ApiError
+from service.errors import validated
 from service.state import AppState
 from service.webhooks import vet_webhook
+
+RETRY_AFTER_S = 30  # what a client over its queue limit is told to wait
 
 
 def build_job(
@@ -29,60 +34,51 @@ def build_job(
     webhook: WebhookSpec | None = None,
     job_id: str | None = None,
     client_input: dict[str, Any] | None = None,
+    prefix: str = "",
+    names: Mapping[str, str] | None = None,
 ) -> Job:
-    """Raises pydantic.ValidationError naming the field; each dialect renders it its own way."""
-    return Job(
+    """The job, or an InvalidField named as the dialect's client named it (see `service.errors.validated`)."""
+    fields = {
         **spec_fields,
-        id=job_id or new_job_id(),
-        owner=owner,
-        webhook=webhook,
-        dialect=dialect,
-        client_input=client_input,
-    )
+        "id": job_id or new_job_id(),
+        "owner": owner,
+        "webhook": webhook,
+        "dialect": dialect,
+        "client_input": client_input,
+    }
+    return validated(Job, fields, prefix, names)
 
 
 async def checked_webhook(app: AppState, url: object, track_id: object, field: str = "webhook") -> WebhookSpec | None:
-    """A dialect's webhook URL (+ track_id), refused with a DialectError unless it is safe to POST to."""
+    """A dialect's webhook URL (+ track_id), refused with an InvalidField unless it is safe to POST to."""
     if url is None or url == "":
         return None
-    try:
-        spec = WebhookSpec.model_validate({"url": url, "track_id": track_id})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "track_id" if first["loc"][:1] == ("track_id",) else field
-        raise DialectError(name, str(first["msg"])) from None
-    try:
-        await vet_webhook(app.settings, spec, field)
-    except ApiError as exc:
-        raise DialectError(field, exc.message.removeprefix(f"{field}: ")) from None
+    spec = validated(WebhookSpec, {"url": url, "track_id": track_id}, names={"url": field})
+    await vet_webhook(app.settings, spec, field)
     return spec
 
 
-class QueueFull(Exception):
-    """The key already has EASEL_MAX_QUEUED_PER_KEY jobs waiting; each dialect answers 429."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"Rate limit exceeded. Maximum {limit} queued requests allowed.")
-        self.limit = limit
-
-
-RETRY_AFTER_S = 30
-
-
 async def enqueue(app: AppState, job: Job) -> JobStatus:
-    """Raises QueueFull over the key's queue limit, KafkaUnavailable when Kafka did not acknowledge."""
+    """The job's status once Kafka acknowledged it; QueueFull over the key's queue limit."""
     limit = app.settings.max_queued_per_key
     if limit:
         # Count this key's own submits of a moment ago too. Two submits at the same instant may both
         # get in: the limit is a guard against floods, not an exact quota.
-        try:
-            await asyncio.wait_for(app.kafka.view.sync(), app.settings.submit_timeout_s)
-        except (KafkaError, TimeoutError):
-            raise KafkaUnavailable("the state view could not catch up") from None
-        waiting = sum(1 for s in app.kafka.view.statuses() if s.owner == job.owner and s.state is JobState.IN_QUEUE)
+        view = await caught_up(app)
+        waiting = sum(1 for s in view.statuses() if s.owner == job.owner and s.state is JobState.IN_QUEUE)
         if waiting >= limit:
-            raise QueueFull(limit)
+            raise QueueFull(limit, RETRY_AFTER_S)
     return await app.kafka.jobs.submit(job)
+
+
+async def caught_up(app: AppState) -> StateView:
+    """The state view once it has read everything written so far (read-your-writes)."""
+    view = app.kafka.view
+    try:
+        await asyncio.wait_for(view.sync(), app.settings.submit_timeout_s)
+    except (KafkaError, TimeoutError):
+        raise KafkaUnavailable("the state view could not catch up") from None
+    return view
 
 
 def expired(app: AppState, status: JobStatus) -> bool:
@@ -90,18 +86,17 @@ def expired(app: AppState, status: JobStatus) -> bool:
     return status.finished_at is not None and time.time() - status.finished_at > app.settings.retention_s
 
 
-async def find_status(app: AppState, job_id: str, owner: str) -> JobStatus | None:
-    """The job's status if `owner` owns it; another key's job does not exist for this key."""
-    view = app.kafka.view
-    status = view.get(job_id)
-    if status is None:
-        # Read-your-writes: a job submitted a moment ago may not have reached this view yet.
-        try:
-            await asyncio.wait_for(view.sync(), app.settings.submit_timeout_s)
-        except (KafkaError, TimeoutError):
-            raise KafkaUnavailable("the state view could not catch up") from None
-        status = view.get(job_id)
-    return status if status is not None and status.owner == owner else None
+async def owned_status(app: AppState, job_id: str, owner: str, field: str = "job_id") -> JobStatus:
+    """The job's status if `owner` owns it; NotFound otherwise (another key's job does not exist for this key).
+
+    `field`: where the dialect's clients put the job id, to name it in the error.
+    """
+    status = app.kafka.view.get(job_id)
+    if status is None:  # a job submitted a moment ago may not have reached this view yet
+        status = (await caught_up(app)).get(job_id)
+    if status is None or status.owner != owner:
+        raise NotFound(f"no job {job_id}", field)
+    return status
 
 
 async def wait_terminal(app: AppState, status: JobStatus, timeout_s: float) -> JobStatus:

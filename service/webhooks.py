@@ -9,9 +9,9 @@ from typing import Any
 from consumers.webhooks.addresses import AddressPolicy, BlockedAddress
 from consumers.webhooks.status_view import DeliveryView
 from contract.deliveries import DeliveryStatus
+from contract.errors import InvalidField
 from contract.job import WebhookSpec
 from contract.settings import Settings
-from service.errors import ApiError
 
 RESOLVE_TIMEOUT_S = 3.0
 
@@ -22,16 +22,16 @@ def _policy(allowed: tuple[str, ...]) -> AddressPolicy:
 
 
 async def vet_webhook(settings: Settings, webhook: WebhookSpec | None, field: str = "webhook.url") -> None:
-    """422 naming `field` when the URL is not http(s) or its host resolves to an address we refuse."""
+    """InvalidField naming `field` when the URL is not http(s) or its host resolves to an address we refuse."""
     if webhook is None:
         return
     try:
         async with asyncio.timeout(RESOLVE_TIMEOUT_S):
             await _policy(settings.webhook_allow_networks).vet_url(str(webhook.url))
     except BlockedAddress as exc:
-        raise ApiError(422, "invalid_request", f"{field}: not allowed: {exc}", field=field) from None
+        raise InvalidField(f"not allowed: {exc}", field) from None
     except TimeoutError:
-        raise ApiError(422, "invalid_request", f"{field}: its host did not resolve in time", field=field) from None
+        raise InvalidField("its host did not resolve in time", field) from None
 
 
 def start_delivery_view(settings: Settings) -> DeliveryView:

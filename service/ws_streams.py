@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from consumers.subscription import Overflowed, Subscription
-from service.errors import ApiError
+from contract.errors import UNAVAILABLE_MESSAGE, ClientError, KafkaUnavailable, Unauthorized
 from service.state import AppState
 from service.streaming import CloseCode, attach, authorize, control, follow_job, hub_of, parse_seq
 
@@ -27,6 +27,8 @@ AUTH_WAIT_S = 10.0
 MAX_JOBS_PER_MESSAGE = 100
 MAX_JOBS_PER_CONNECTION = 1000
 _CLOSE_FOR_STATUS = {400: CloseCode.BAD_REQUEST, 401: CloseCode.UNAUTHORIZED, 404: CloseCode.NOT_FOUND}
+# What a WebSocket route may refuse with: a client's error (4xxx), or Kafka being unavailable (1013).
+Refusal = (ClientError, KafkaUnavailable)
 
 Message = dict[str, Any]
 Handler = Callable[[Message], Awaitable[None]]
@@ -45,7 +47,7 @@ async def job_stream(websocket: WebSocket) -> None:
             await websocket.close(CloseCode.NORMAL, "job ended")  # the client saw the terminal event already
             return
         await _serve(websocket, subscription, _ignore, close_after_terminal=True)
-    except ApiError as exc:
+    except Refusal as exc:
         await _refuse(websocket, exc)
     except WebSocketDisconnect:
         pass
@@ -83,7 +85,8 @@ async def multiplexed_stream(websocket: WebSocket) -> None:
             subscription.put_control(_error("bad_request", "op must be subscribe (jobs or all), unsubscribe or ping"))
 
     async def _subscribe_jobs(message: Message) -> None:
-        since = message.get("since") if isinstance(message.get("since"), dict) else {}
+        sent_since = message.get("since")
+        since: dict[str, Any] = sent_since if isinstance(sent_since, dict) else {}
         for job_id in _job_list(message) or []:
             if len(followed) >= MAX_JOBS_PER_CONNECTION:
                 subscription.put_control(_error("too_many", f"at most {MAX_JOBS_PER_CONNECTION} jobs per connection"))
@@ -91,8 +94,8 @@ async def multiplexed_stream(websocket: WebSocket) -> None:
             try:
                 seq = parse_seq(str(since[job_id]) if job_id in since else None, "since")
                 status = await authorize(app, hub, job_id, owner)
-            except ApiError as exc:
-                subscription.put_control(_error(exc.code, exc.message, job_id=job_id))
+            except Refusal as exc:
+                subscription.put_control(_error(*_code_and_message(exc), job_id=job_id))
                 continue
             subscription.put_control(control("subscribed", job_id=job_id))
             attach(hub, subscription, status, seq)
@@ -104,7 +107,7 @@ async def multiplexed_stream(websocket: WebSocket) -> None:
         if first is not None:
             await handle(first)  # the message that carried the key may also subscribe
         await _serve(websocket, subscription, handle, close_after_terminal=False)
-    except ApiError as exc:
+    except Refusal as exc:
         await _refuse(websocket, exc)
     except WebSocketDisconnect:
         pass
@@ -161,7 +164,7 @@ async def _authenticate(websocket: WebSocket, app: AppState) -> tuple[str, Messa
         first = None
     key = first.get("key") if first is not None else None
     if not isinstance(key, str):
-        raise ApiError(401, "unauthorized", 'an API key is required: header, ?key= or a first message {"key": ...}')
+        raise Unauthorized('an API key is required: header, ?key= or a first message {"key": ...}', "key")
     return app.keys.authenticate(request, {"key": key}), first
 
 
@@ -178,14 +181,23 @@ async def _receive_json(websocket: WebSocket) -> Message | None:
     return data if isinstance(data, dict) else None
 
 
-async def _refuse(websocket: WebSocket, error: ApiError) -> None:
-    code = _CLOSE_FOR_STATUS.get(error.status, CloseCode.TRY_AGAIN_LATER)
+async def _refuse(websocket: WebSocket, error: ClientError | KafkaUnavailable) -> None:
+    """The error as a message, then the close code for its HTTP status (1013 for Kafka being unavailable)."""
+    status = error.status if isinstance(error, ClientError) else 503
+    code, message = _code_and_message(error)
     if websocket.client_state is WebSocketState.CONNECTED:
         try:
-            await websocket.send_text(_error(error.code, error.message).decode())
-            await websocket.close(code, error.message[:120])  # a close reason is at most 123 bytes
+            await websocket.send_text(_error(code, message).decode())
+            # A close reason is at most 123 bytes.
+            await websocket.close(_CLOSE_FOR_STATUS.get(status, CloseCode.TRY_AGAIN_LATER), message[:120])
         except (WebSocketDisconnect, RuntimeError):
             pass
+
+
+def _code_and_message(error: ClientError | KafkaUnavailable) -> tuple[str, str]:
+    if isinstance(error, ClientError):
+        return error.code, error.message
+    return "streams_unavailable", UNAVAILABLE_MESSAGE
 
 
 async def _ignore(message: Message) -> None:

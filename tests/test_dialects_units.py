@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from contract.errors import InvalidField
 from contract.infotext import infotext
 from contract.job import Job, JobSpec
 from contract.lifecycle import queued_status
 from contract.states import JobState, JobStatus
 from dialects import a1111, modelslab, runpod, skidio
-from dialects.errors import DialectError
 from dialects.samplers import resolve
 
 SEED_001_INPUT = {
@@ -26,7 +26,8 @@ SEED_001_INPUT = {
     },
 }
 SEED_002_BODY = {
-    "key": "k", "prompt": "ultra realistic close up portrait ((beautiful pale cyberpunk female with heavy black eyeliner))",
+    "key": "k",
+    "prompt": "ultra realistic close up portrait ((beautiful pale cyberpunk female with heavy black eyeliner))",
     "negative_prompt": "bad quality", "width": "512", "height": "512", "safety_checker": False, "seed": None,
     "samples": 1, "base64": False, "webhook": None, "track_id": None,
 }
@@ -50,9 +51,11 @@ def test_a1111_sampler_names_split_into_sampler_and_schedule(
     assert resolve(sampler, scheduler) == expected
 
 
-@pytest.mark.parametrize(("sampler", "scheduler", "field"), [("Warp", None, "sampler_name"), ("Euler", "wobbly", "scheduler")])
+@pytest.mark.parametrize(
+    ("sampler", "scheduler", "field"), [("Warp", None, "sampler_name"), ("Euler", "wobbly", "scheduler")]
+)
 def test_unknown_sampler_or_schedule_names_the_valid_ones(sampler: str, scheduler: str | None, field: str) -> None:
-    with pytest.raises(DialectError) as error:
+    with pytest.raises(InvalidField) as error:
         resolve(sampler, scheduler)
     assert error.value.field == field
     assert "valid:" in error.value.rule
@@ -80,7 +83,7 @@ def test_a1111_payload_maps_to_a_job_with_a1111_defaults() -> None:
     ],
 )
 def test_a1111_features_we_do_not_do_are_refused_by_name(payload: dict[str, object], field: str) -> None:
-    with pytest.raises(DialectError) as error:
+    with pytest.raises(InvalidField) as error:
         a1111.job_fields({"prompt": "x", **payload}, ("default",))
     assert error.value.field == field
 
@@ -101,7 +104,7 @@ def test_runpod_seed_001_payload_uses_the_worker_defaults_and_policy() -> None:
 
 def test_runpod_unsupported_endpoint_lists_the_supported_ones() -> None:
     body = {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"}, "payload": {}}}
-    with pytest.raises(DialectError, match="supported: sdapi/v1/txt2img"):
+    with pytest.raises(InvalidField, match="supported: sdapi/v1/txt2img"):
         runpod.job_fields(body, ("default",))
 
 
@@ -111,7 +114,7 @@ def test_runpod_public_shape_maps_its_field_names() -> None:
                    "num_inference_steps": 20, "guidance": 7.5}}, ("default",))
     assert fields == {"prompt": "A serene mountain landscape at sunset", "width": 1024, "height": 1024, "steps": 20,
                       "guidance": 7.5}
-    with pytest.raises(DialectError, match="input.colour"):
+    with pytest.raises(InvalidField, match=r"input\.colour"):
         runpod.job_fields({"input": {"prompt": "x", "colour": "red"}}, ("default",))
 
 
@@ -146,7 +149,7 @@ def test_modelslab_seed_002_example_maps_with_numeric_strings() -> None:
     ],
 )
 def test_modelslab_validation_messages(change: dict[str, object], message: str) -> None:
-    with pytest.raises(DialectError, match=message):
+    with pytest.raises(InvalidField, match=message):
         modelslab.job_fields({**SEED_002_BODY, **change})
 
 
@@ -155,7 +158,9 @@ def test_modelslab_renders_processing_then_success() -> None:
     processing = modelslab.render(queued, ["u0"], None, "f")
     assert processing["status"] == "processing" and processing["id"] == 123
     assert processing["future_links"] == ["u0"] and processing["fetch_result"] == "f" and processing["output"] == []
-    done = queued.model_copy(update={"state": JobState.COMPLETED, "started_at": 1000.0, "finished_at": 1001.25, "seeds": [9]})
+    done = queued.model_copy(
+        update={"state": JobState.COMPLETED, "started_at": 1000.0, "finished_at": 1001.25, "seeds": [9]}
+    )
     success = modelslab.render(done, ["u0"], None, "f")
     assert success["status"] == "success" and success["output"] == ["u0"] and success["generationTime"] == 1.25
     assert success["meta"]["seed"] == 9 and success["nsfw_content_detected"] is False
@@ -184,7 +189,7 @@ def test_skidio_maps_fields_and_refuses_unknown_models() -> None:
     body = {"input": {"api_key": "k"}, "prompt": "p", "batch_size": 2, "guidance_scale": 3.5, "steps": 6, "seed": 42}
     assert skidio.api_key(body) == "k"
     assert skidio.job_fields(body) == {"prompt": "p", "steps": 6, "seed": 42, "num_images": 2, "guidance": 3.5}
-    with pytest.raises(DialectError, match="model: must be one of: sdxl"):
+    with pytest.raises(InvalidField, match="model: must be one of: sdxl"):
         skidio.job_fields({**body, "model": "flux-dev"})
 
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from contract.blobs import BlobStore
+from contract.keys import key_id
 from contract.serialization import encode, key
 from contract.states import JobState, JobStatus, Output
 from contract.topics import Topics
 from easel.local_kafka import LocalKafka
-from service.auth import key_id
 from tests.conftest import HOME
 from tests.kafka_io import produce
 from tests.processes import Stack, make_stack
