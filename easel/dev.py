@@ -1,7 +1,8 @@
-"""`easel dev` (what `make run` starts): Kafka unless one is configured, the API, one runner and the
-webhook dispatcher.
+"""`easel dev` (what `make run` starts): Kafka unless one is configured, then the API, one runner and the
+webhook dispatcher under a supervisor.
 
-Each is its own process, as in production; Ctrl-C (or SIGTERM) stops them all, Kafka last.
+Each is its own process, as in production. One that exits is restarted with a backoff (easel/supervisor.py);
+only Ctrl-C (or SIGTERM) stops the stack: the processes in the order of PROCESSES, Kafka last.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
 import sys
-import time
 
 from contract.settings import Settings
-from easel.lifecycle import raise_interrupt
+from easel.lifecycle import StopRequest, raise_interrupt
 from easel.local_kafka import LocalKafka
+from easel.supervisor import Child, Supervisor
 from easel.webhooks import dev_secret
+
+# The `easel` subcommands `easel dev` runs, in start and stop order: the API stops first, so no job arrives
+# while the runner and the dispatcher finish theirs. compose.yaml has a service for each (tests/test_compose.py).
+PROCESSES = ("api", "runner", "webhooks")
 
 
 def dev_key(settings: Settings) -> str:
@@ -32,43 +36,37 @@ def dev_key(settings: Settings) -> str:
 
 
 def run_dev(settings: Settings) -> int:
+    signal.signal(signal.SIGTERM, raise_interrupt)  # while Kafka starts, `kill` stops it as Ctrl-C does
     broker = None
-    if not settings.kafka_bootstrap:
-        broker = LocalKafka(settings.home)
-        print("starting Kafka ...", flush=True)
-        broker.start()
-    key = dev_key(settings)
-    env = {**os.environ, "EASEL_DEV_KEY": key, "EASEL_KAFKA_BOOTSTRAP": settings.bootstrap}
-    env.setdefault("EASEL_RUNNER_ID", "dev-runner-0")
-    env["EASEL_WEBHOOK_SECRET"] = dev_secret(settings)
-    env.setdefault("EASEL_WEBHOOK_DISPATCHER_ID", "dev-webhooks-0")
-    # Own sessions: Ctrl-C reaches only this process, which then stops the others itself, in order.
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "easel.cli", command], env=env, start_new_session=True)
-        for command in ("api", "runner", "webhooks")
-    ]
-    print(f"\n  Easel API   {settings.base_url}\n  API key     {key}\n  Kafka       {settings.bootstrap}\n", flush=True)
-    print(f"  Webhooks    signed with the secret in {settings.home / 'webhook-secret'} (or EASEL_WEBHOOK_SECRET)\n", flush=True)
-    print("  Ctrl-C stops everything.\n", flush=True)
-    signal.signal(signal.SIGTERM, raise_interrupt)  # `kill` stops everything as Ctrl-C does
-    code = 0
     try:
-        while all(p.poll() is None for p in processes):
-            time.sleep(0.5)
-        code = 1  # one of them died: stop the rest and say so
-        print("a process exited; stopping", file=sys.stderr)
+        if not settings.kafka_bootstrap:
+            broker = LocalKafka(settings.home)
+            print("starting Kafka ...", flush=True)
+            broker.start()
+        key = dev_key(settings)
+        env = child_env(settings, key)
+        supervisor = Supervisor([Child(name, [sys.executable, "-m", "easel.cli", name], env) for name in PROCESSES])
+        stop = StopRequest()
+        stop.listen()
+        print(
+            f"\n  Easel API   {settings.base_url}\n  API key     {key}\n  Kafka       {settings.bootstrap}\n"
+            f"  Webhooks    signed with the secret in {settings.home / 'webhook-secret'} (or EASEL_WEBHOOK_SECRET)\n\n"
+            "  A process that exits is restarted; Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        supervisor.run(stop)
     except KeyboardInterrupt:
         pass
     finally:
-        print("stopping ...", file=sys.stderr, flush=True)
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
         if broker is not None:
             broker.stop()
-    return code
+    return 0
+
+
+def child_env(settings: Settings, key: str) -> dict[str, str]:
+    env = {**os.environ, "EASEL_DEV_KEY": key, "EASEL_KAFKA_BOOTSTRAP": settings.bootstrap}
+    env["EASEL_WEBHOOK_SECRET"] = dev_secret(settings)
+    # Fixed ids double as static group members: a restarted runner or dispatcher takes its partitions back at once.
+    env.setdefault("EASEL_RUNNER_ID", "dev-runner-0")
+    env.setdefault("EASEL_WEBHOOK_DISPATCHER_ID", "dev-webhooks-0")
+    return env

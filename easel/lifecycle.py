@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Coroutine
 from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
@@ -14,12 +17,10 @@ def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
     async def supervised() -> None:
         task = asyncio.ensure_future(main)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, task.cancel)
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
 
     asyncio.run(supervised())
 
@@ -27,3 +28,21 @@ def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
 def raise_interrupt(signum: int, frame: object) -> None:
     """A SIGTERM handler for code that stops on KeyboardInterrupt (Ctrl-C) in its main thread."""
     raise KeyboardInterrupt
+
+
+class StopRequest:
+    """Set by the first SIGINT or SIGTERM once `listen()` was called; a polling loop checks `requested`.
+
+    A flag rather than KeyboardInterrupt: an exception raised in the middle of starting or stopping a child
+    could leave that child running with nobody to stop it.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def listen(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._request)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True

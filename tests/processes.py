@@ -85,17 +85,8 @@ class Stack:
         """Start the API; wait until /health says 200 (or, with healthy=False, until it answers at all)."""
         api = EaselProcess("api", self.env, self.workdir / "api.log")
         self.processes.append(api)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200 or not healthy:
-                    return api
-            except httpx.TransportError:
-                pass
-            if api.process.poll() is not None:
-                raise RuntimeError(api.output()[-3000:])
-            time.sleep(0.2)
-        raise TimeoutError(f"API not healthy:\n{api.output()[-3000:]}")
+        wait_for_health(self.base_url, api, healthy)
+        return api
 
     def start_runner(self, runner_id: str = "runner-0") -> EaselProcess:
         runner = EaselProcess("runner", {**self.env, "EASEL_RUNNER_ID": runner_id}, self.workdir / f"{runner_id}.log")
@@ -112,6 +103,37 @@ class Stack:
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
+
+
+def wait_for_health(base_url: str, process: EaselProcess, healthy: bool = True, timeout_s: float = 90.0) -> None:
+    """Until the API at `base_url` (served by `process` or one of its children) says 200 on /health, or, with
+    healthy=False, answers at all."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200 or not healthy:
+                return
+        except httpx.TransportError:
+            pass
+        if process.process.poll() is not None:
+            raise RuntimeError(process.output()[-3000:])
+        time.sleep(0.2)
+    raise TimeoutError(f"API not healthy:\n{process.output()[-3000:]}")
+
+
+def child_processes(pid: int) -> dict[int, list[str]]:
+    """The live processes whose parent is `pid`, with their command lines (from Linux's /proc)."""
+    children: dict[int, list[str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the command name in parentheses (which may hold spaces): state, then the parent's pid.
+            state, parent = stat.read_text().rpartition(")")[2].split()[:2]
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended while we looked
+        if int(parent) == pid and state != "Z":
+            children[int(stat.parent.name)] = [part.decode() for part in argv if part]
+    return children
 
 
 def make_stack(bootstrap: str, workdir: Path, prefix: str, home: Path) -> Stack:
