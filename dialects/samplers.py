@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from contract.errors import InvalidField, UnknownName
 from contract.samplers import SAMPLERS, SCHEDULES, Sampler, find_sampler, find_schedule, schedule_keys
-from dialects.errors import DialectError
 
 
 def resolve(sampler: str | None, scheduler: str | None, default: str = "Euler") -> tuple[str, str]:
-    """(sampler, schedule) from A1111 fields; raises DialectError naming the valid values."""
+    """(sampler, schedule) from A1111 fields; raises UnknownName (or InvalidField) naming the valid values."""
     if sampler is not None and not isinstance(sampler, str):
-        raise DialectError("sampler_name", "must be a string", status=422)
+        raise InvalidField("must be a string", "sampler_name")
     if scheduler is not None and not isinstance(scheduler, str):
-        raise DialectError("scheduler", "must be a string", status=422)
+        raise InvalidField("must be a string", "scheduler")
     name = (sampler or default).strip()
     schedule = _schedule(scheduler)
     found = find_sampler(name)
@@ -20,7 +20,7 @@ def resolve(sampler: str | None, scheduler: str | None, default: str = "Euler") 
         if schedule == "automatic":  # an explicit scheduler wins over the name's suffix
             schedule = suffix_schedule
     if found is None:
-        raise DialectError("sampler_name", f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+        raise UnknownName(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}", "sampler_name")
     return found.name, schedule
 
 
@@ -41,5 +41,5 @@ def _schedule(scheduler: str | None) -> str:
         return "automatic"
     schedule = find_schedule(scheduler)
     if schedule is None:
-        raise DialectError("scheduler", f"unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULES)}")
+        raise UnknownName(f"unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULES)}", "scheduler")
     return schedule.name

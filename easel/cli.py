@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(Job.model_json_schema(), indent=2))
             return 0
         case "key-id":
-            from service.auth import key_id as compute_key_id
+            from contract.keys import key_id as compute_key_id
 
             print(compute_key_id(args.key))
             return 0

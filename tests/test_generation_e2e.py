@@ -21,7 +21,7 @@ from contract.topics import Topics
 from easel.local_kafka import LocalKafka
 from gpu_runner.tiny_checker import save_tiny_checker
 from gpu_runner.tiny_model import save_tiny_refiner
-from service.auth import key_id
+from contract.keys import key_id
 from tests.conftest import HOME
 from tests.kafka_io import job_events, produce
 from tests.processes import Stack, make_stack

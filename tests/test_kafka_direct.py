@@ -12,7 +12,7 @@ import orjson
 
 from contract.events import EventType
 from contract.topics import Topics
-from service.auth import key_id
+from contract.keys import key_id
 from tests.kafka_io import job_events, produce, read_topic
 from tests.processes import REPO, Stack
 

@@ -11,7 +11,7 @@ from contract.lifecycle import queued_status
 from contract.settings import Settings
 from contract.states import JobState, Output
 from dialects import a1111, modelslab, runpod
-from dialects.errors import DialectError
+from contract.errors import InvalidField
 
 CONFIGURED = Catalog(models=("sd_xl_base_1.0", "default"), refiners=("sd_xl_refiner_1.0",), safety_checker=True)
 
@@ -76,7 +76,7 @@ def test_a1111_maps_refiner_and_checkpoint_to_configured_names() -> None:
     ],
 )
 def test_a1111_refuses_what_is_not_configured_naming_the_configured(payload: dict[str, object], field: str, rule: str) -> None:
-    with pytest.raises(DialectError) as error:
+    with pytest.raises(InvalidField) as error:
         a1111.job_fields({"prompt": "x", **payload}, CONFIGURED.models, refiner_names=CONFIGURED.refiners)
     assert (error.value.field, error.value.rule) == (field, rule)
 
@@ -86,7 +86,7 @@ def test_runpod_seed_001_shape_passes_the_refiner_through() -> None:
     body = {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"}, "payload": payload}}
     fields, _ = runpod.job_fields(body, CONFIGURED.models, CONFIGURED.refiners)
     assert fields["refiner"] == "sd_xl_refiner_1.0"
-    with pytest.raises(DialectError, match="no refiner is configured"):
+    with pytest.raises(InvalidField, match="no refiner is configured"):
         runpod.job_fields(body, CONFIGURED.models)
 
 
@@ -95,9 +95,9 @@ def test_modelslab_safety_checker_is_honoured_when_configured(sent: object, aske
     body = {"prompt": "x", "safety_checker": sent}
     assert modelslab.job_fields(body, safety_checker_available=True)["safety_checker"] is asked
     if asked:
-        with pytest.raises(DialectError, match="no safety checker is configured"):
+        with pytest.raises(InvalidField, match="no safety checker is configured"):
             modelslab.job_fields(body)
-    with pytest.raises(DialectError, match="safety_checker must be true or false"):
+    with pytest.raises(InvalidField, match="safety_checker must be true or false"):
         modelslab.job_fields({"prompt": "x", "safety_checker": "maybe"}, safety_checker_available=True)
 
 

@@ -13,7 +13,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from contract.events import EventType
 from contract.topics import Topics
 from easel.local_kafka import LocalKafka
-from service.auth import key_id
+from contract.keys import key_id
 from tests.conftest import HOME
 from tests.kafka_io import job_events, produce
 from tests.processes import Stack, make_stack
