@@ -18,7 +18,10 @@ from easel.lifecycle import raise_interrupt, run_until_stopped
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="easel", description="Event-driven SDXL text-to-image service.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("dev", help="start Kafka (unless configured), the API and a runner; Ctrl-C stops all")
+    commands.add_parser(
+        "dev", help="start Kafka (unless configured), the API, a runner and the webhook dispatcher, restarting any "
+        "that exits; Ctrl-C stops all",
+    )
     commands.add_parser("kafka", help="run the local Kafka broker in the foreground")
     commands.add_parser("api", help="run the HTTP API")
     commands.add_parser("runner", help="run a GPU runner")
