@@ -11,7 +11,8 @@
     │   ├── BodyTooLarge         413
     │   ├── InvalidField         422  names the field and the rule broken
     │   │   └── UnknownName           a name (sampler, scheduler, model) that is none of those offered
-    │   └── QueueFull            429  the key has too many jobs waiting
+    │   ├── QueueFull            429  the key has too many jobs waiting
+    │   └── TooManyStreams       429  the key has too many live streams open
     ├── QueueError               Kafka (the job queue) failed us
     │   ├── KafkaUnavailable     not acknowledged in time: retriable; a client gets 503
     │   └── RecordRejected       refused for good (too large, not authorised): never retried
@@ -42,6 +43,7 @@ __all__ = [
     "QueueFull",
     "RecordRejected",
     "SettingsError",
+    "TooManyStreams",
     "Unauthorized",
     "UnknownName",
 ]
@@ -146,6 +148,19 @@ class QueueFull(ClientError):
             headers={"Retry-After": str(retry_after_s)},
         )
         self.retry_after_s = retry_after_s
+
+
+class TooManyStreams(ClientError):
+    """The key holds as many WebSocket / SSE streams as it may; one must close first."""
+
+    status = 429
+    code = "too_many_streams"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this key has {limit} live streams open, the most allowed; close one first", "key",
+            headers={"Retry-After": "5"},
+        )
 
 
 class QueueError(EaselError):

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from contract.errors import InvalidField
 from contract.samplers import SAMPLERS, SCHEDULES, UNSUPPORTED_SCHEDULES
 
 MAX_SEED = 2**32 - 1
 # A1111's default switch point: the base denoises the first 80 % of the schedule, the refiner the rest.
 DEFAULT_REFINER_SWITCH = 0.8
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# The most a client's echoed request (`client_input`) may take, JSON-encoded. With the other fields' caps below,
+# it bounds every job and status record far under Kafka's 1 MiB (tests/test_ingress_limits.py proves the sum).
+MAX_ECHO_BYTES = 64 * 1024
+# The default work budget (EASEL_MAX_JOB_WORK): width × height × images × steps of a 1024² job, 4 images, 50 steps.
+DEFAULT_MAX_JOB_WORK = 1024 * 1024 * 4 * 50
 
 
 def _multiple_of_8(value: int) -> int:
@@ -39,8 +46,20 @@ def _known_schedule(value: str) -> str:
     return value
 
 
+def echo_size(value: dict[str, Any]) -> int:
+    """The size of an echoed request as it travels in records: its orjson encoding."""
+    return len(orjson.dumps(value))
+
+
+def _fits_echo_cap(value: dict[str, Any]) -> dict[str, Any]:
+    if (size := echo_size(value)) > MAX_ECHO_BYTES:
+        raise ValueError(f"is {size} bytes as JSON; at most {MAX_ECHO_BYTES} may be echoed")
+    return value
+
+
 Side = Annotated[int, Field(ge=64, le=2048), AfterValidator(_multiple_of_8)]
 EventName = Literal["queued", "started", "progress", "preview", "completed", "failed", "cancelled", "timed_out"]
+EchoedInput = Annotated[dict[str, Any], AfterValidator(_fits_echo_cap)]
 
 
 class WebhookSpec(BaseModel):
@@ -48,9 +67,11 @@ class WebhookSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: HttpUrl
+    url: HttpUrl  # at most 2083 characters (pydantic's limit for URLs)
     track_id: str | None = Field(default=None, max_length=256)
-    events: tuple[EventName, ...] = ("completed", "failed", "cancelled", "timed_out")
+    events: tuple[EventName, ...] = Field(
+        default=("completed", "failed", "cancelled", "timed_out"), max_length=len(get_args(EventName))
+    )
 
 
 class JobSpec(BaseModel):
@@ -70,12 +91,16 @@ class JobSpec(BaseModel):
     num_images: int = Field(default=1, ge=1, le=4)
     model: str = Field(default="default", max_length=200)
     refiner: str | None = Field(
-        default=None, max_length=200, description="a configured refiner: base and refiner denoise as an ensemble of experts"
+        default=None,
+        max_length=200,
+        description="a configured refiner: base and refiner denoise as an ensemble of experts",
     )
     refiner_switch_at: float | None = Field(
         default=None, gt=0, lt=1, description="fraction of the schedule the base denoises; 0.8 when a refiner is named"
     )
-    safety_checker: bool = Field(default=False, description="run the configured safety checker; flagged images are black")
+    safety_checker: bool = Field(
+        default=False, description="run the configured safety checker; flagged images are black"
+    )
     output_format: Literal["png", "jpeg", "webp"] = "png"
     preview: bool = Field(default=False, description="emit preview events while denoising")
     execution_timeout_s: float | None = Field(default=None, gt=0, le=3600)
@@ -110,8 +135,10 @@ class Job(JobSpec):
     created_at: float = Field(default_factory=time.time)
     webhook: WebhookSpec | None = None
     dialect: str = Field(default="native", max_length=32)
-    client_input: dict[str, Any] | None = Field(
-        default=None, description="the request as the client sent it, echoed by dialects that do so (RunPod)"
+    client_input: EchoedInput | None = Field(
+        default=None,
+        description=f"the request as the client sent it, echoed by dialects that do so (RunPod); "
+        f"at most {MAX_ECHO_BYTES} bytes as JSON",
     )
 
     @property
@@ -121,3 +148,25 @@ class Job(JobSpec):
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+def job_work(spec: JobSpec) -> int:
+    """What a job costs, in pixel-steps: width × height × images × steps.
+
+    A refiner adds none: it denoises the tail of the same schedule (ensemble of experts), so `steps` counts it.
+    """
+    return spec.width * spec.height * spec.num_images * spec.steps
+
+
+def check_work_budget(spec: JobSpec, budget: int) -> None:
+    """InvalidField naming `budget` when the job costs more than `budget` (0: no budget).
+
+    The one check: the API refuses such a job (422), a runner fails one that was written straight to Kafka.
+    """
+    work = job_work(spec)
+    if budget and work > budget:
+        raise InvalidField(
+            f"width × height × images × steps = {spec.width} × {spec.height} × {spec.num_images} × {spec.steps} "
+            f"= {work} exceeds the budget of {budget} (EASEL_MAX_JOB_WORK)",
+            "budget",
+        )

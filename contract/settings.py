@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from contract.errors import SettingsError
+from contract.job import DEFAULT_MAX_JOB_WORK, MAX_ECHO_BYTES
 
 PREFIX = "EASEL_"
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
@@ -45,7 +46,13 @@ class Settings:
     # Images (and their URLs) are served this long after a job finished, then answer 404.
     retention_s: float = 7 * 24 * 3600.0
     # Most jobs one key may have waiting in the queue (0: no limit); more answer 429.
-    max_queued_per_key: int = 0
+    max_queued_per_key: int = 100
+    # Most bytes (JSON) of a request a dialect echoes back (RunPod `input`); larger answer 413. At most 64 KiB.
+    max_echo_bytes: int = MAX_ECHO_BYTES
+    # Most work one job may ask for, width × height × images × steps (0: no limit); more answer 422.
+    max_job_work: int = DEFAULT_MAX_JOB_WORK
+    # Most live streams (WebSocket + SSE) one key may hold open on one API instance; more answer 429 / close 1013.
+    max_streams_per_key: int = 32
     # Runner.
     model: str = ""
     # The name clients pick the base model by (A1111 `sd_model_checkpoint`, native `model`); "default" works too.
@@ -103,7 +110,7 @@ class Settings:
     def replace(self, **changes: object) -> Settings:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)
-        return Settings(**current)  # type: ignore[arg-type]
+        return Settings(**current)
 
     @property
     def all_keys(self) -> tuple[str, ...]:
