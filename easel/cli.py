@@ -120,11 +120,13 @@ def _run_api(settings: Settings) -> int:
     import uvicorn
 
     from service import create_app
+    from service.ws_streams import MAX_MESSAGE_BYTES
 
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False,
         # Keepalive pings find dead WebSocket peers; a stuck one is closed after the timeout.
         ws_ping_interval=settings.ws_ping_interval_s, ws_ping_timeout=settings.ws_ping_timeout_s,
+        ws_max_size=MAX_MESSAGE_BYTES,  # a larger frame is refused from its header, unread
     )
     return 0
 

@@ -27,7 +27,7 @@ async def txt2img(request: Request) -> Response:
     owner = app.keys.authenticate(request, payload)
     payload.pop("key", None)  # the key is never stored on Kafka nor echoed in `parameters`
     fields = a1111.job_fields(payload, app.model_names, refiner_names=app.refiner_names)
-    job = build_job(fields, owner, dialect="a1111", client_input=payload, names=a1111.FIELD_NAMES)
+    job = build_job(app, fields, owner, dialect="a1111", client_input=payload, names=a1111.FIELD_NAMES)
     status = await enqueue(app, job)
     status = await wait_terminal(app, status, app.settings.job_timeout_s)
     code, body = a1111.txt2img_answer(status, images_base64(app, status), payload)

@@ -14,6 +14,8 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from contract.catalog import Catalog
+from contract.errors import SettingsError
+from contract.job import MAX_ECHO_BYTES
 from contract.settings import Settings
 from service import a1111_api, modelslab_api, runpod_api, skidio_api
 from service.auth import ApiKeys
@@ -26,6 +28,7 @@ from service.live import LIVE_ROUTES, start_stream_hub
 from service.metrics import MetricsMiddleware, metrics
 from service.openapi import build_spec, openapi
 from service.state import AppState
+from service.stream_slots import StreamSlots
 from service.webhooks import start_delivery_view
 
 ROUTES = [
@@ -66,12 +69,19 @@ ROUTES = [
 
 
 def create_app(settings: Settings) -> Starlette:
+    if settings.max_echo_bytes > MAX_ECHO_BYTES:  # the contract's cap: a job with more is invalid on Kafka
+        raise SettingsError(f"EASEL_MAX_ECHO_BYTES={settings.max_echo_bytes} is over the contract's {MAX_ECHO_BYTES}")
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         kafka = KafkaLink(settings)
         await kafka.start(wait_s=10.0)
         app.state.easel = AppState(
-            settings=settings, keys=ApiKeys(settings.all_keys), kafka=kafka, catalog=Catalog.from_settings(settings)
+            settings=settings,
+            keys=ApiKeys(settings.all_keys),
+            kafka=kafka,
+            catalog=Catalog.from_settings(settings),
+            stream_slots=StreamSlots(settings.max_streams_per_key),
         )
         app.state.openapi = build_spec(app.routes)
         app.state.streams = await start_stream_hub(app.state.easel)

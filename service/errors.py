@@ -14,7 +14,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,6 +69,7 @@ class UnexpectedErrors:
     """Any other exception: a 500 in the route's dialect with no detail, logged once with its traceback.
 
     A middleware rather than Starlette's 500 handler, which re-raises to the server: that would log it twice.
+    A client that left while its body was being read is no error: nobody is there to answer.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -87,6 +88,8 @@ class UnexpectedErrors:
 
         try:
             await self.app(scope, receive, send_noting_start)
+        except ClientDisconnect:
+            log.info("client left before its request was read", method=scope["method"], path=scope["path"])
         except Exception as exc:
             if started:  # too late to answer: the server logs it and drops the connection
                 raise

@@ -35,6 +35,7 @@ async def text2img(request: Request) -> Response:
     fields = modelslab.job_fields(body, safety_checker_available=app.safety_checker)
     webhook = await checked_webhook(app, body.get("webhook"), body.get("track_id"))
     job = build_job(
+        app,
         fields,
         owner,
         dialect="modelslab",

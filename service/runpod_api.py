@@ -54,8 +54,8 @@ async def _submit(request: Request, job_id: str | None = None) -> tuple[AppState
     webhook = await checked_webhook(app, body.get("webhook"), None)
     prefix, names = runpod.field_names(shape)
     job = build_job(
-        fields, owner, dialect="runpod", webhook=webhook, job_id=job_id, client_input=body["input"],
-        prefix=prefix, names=names,
+        app, fields, owner, dialect="runpod", webhook=webhook, job_id=job_id, client_input=body["input"],
+        prefix=prefix, names=names, echo_field="input",
     )
     return app, await enqueue(app, job)
 

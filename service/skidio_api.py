@@ -27,6 +27,7 @@ async def _submit(request: Request) -> tuple[AppState, JobStatus]:
     owner = app.keys.authenticate(request, {"key": skidio.api_key(body)}, field=skidio.KEY_FIELD)
     webhook = await checked_webhook(app, body.get("webhook"), None)
     job = build_job(
+        app,
         skidio.job_fields(body),
         owner,
         dialect="skidio",

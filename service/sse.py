@@ -11,12 +11,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from consumers.stream_hub import StreamHub
 from consumers.subscription import Overflowed, Subscription
 from contract.states import JobStatus
 from service.state import AppState
+from service.stream_slots import HeldStreamingResponse
 from service.streaming import attach, authorize, hub_of, parse_seq, seen_the_end
 
 RETRY_MS = 2000
@@ -32,9 +33,11 @@ async def job_events(request: Request) -> Response:
     status = await authorize(app, hub, request.path_params["job_id"], owner)  # errors are JSON 4xx
     if seen_the_end(status, since):
         return Response(status_code=204)  # tells EventSource to stop reconnecting
+    give_back = app.stream_slots.take(owner)  # TooManyStreams (429) when the key holds its most already
     subscription = Subscription(app.settings.stream_queue, previews=previews)
-    return StreamingResponse(
+    return HeldStreamingResponse(
         _stream(hub, subscription, status, since, app.settings.stream_keepalive_s),
+        give_back,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -8,6 +8,7 @@ from contract.catalog import Catalog
 from contract.settings import Settings
 from service.auth import ApiKeys
 from service.kafka_link import KafkaLink
+from service.stream_slots import StreamSlots
 
 
 @dataclass
@@ -17,6 +18,8 @@ class AppState:
     kafka: KafkaLink
     # The configured models, refiners and safety checker, by the names clients use.
     catalog: Catalog = field(default_factory=Catalog)
+    # The live streams each key holds open on this instance, capped by EASEL_MAX_STREAMS_PER_KEY.
+    stream_slots: StreamSlots = field(default_factory=lambda: StreamSlots(0))
 
     @property
     def model_names(self) -> tuple[str, ...]:

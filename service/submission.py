@@ -16,8 +16,8 @@ from aiokafka.errors import KafkaError
 from consumers.state_view import StateView
 from contract.blobs import BlobStore
 from contract.control import ControlCommand
-from contract.errors import KafkaUnavailable, NotFound, QueueFull
-from contract.job import Job, WebhookSpec, new_job_id
+from contract.errors import BodyTooLarge, KafkaUnavailable, NotFound, QueueFull
+from contract.job import Job, WebhookSpec, check_work_budget, echo_size, new_job_id
 from contract.serialization import encode, key
 from contract.states import JobState, JobStatus
 from service.errors import validated
@@ -28,6 +28,7 @@ RETRY_AFTER_S = 30  # what a client over its queue limit is told to wait
 
 
 def build_job(
+    app: AppState,
     spec_fields: dict[str, Any],
     owner: str,
     dialect: str,
@@ -36,8 +37,16 @@ def build_job(
     client_input: dict[str, Any] | None = None,
     prefix: str = "",
     names: Mapping[str, str] | None = None,
+    echo_field: str = "body",
 ) -> Job:
-    """The job, or an InvalidField named as the dialect's client named it (see `service.errors.validated`)."""
+    """The job, or an InvalidField named as the dialect's client named it (see `service.errors.validated`).
+
+    `client_input`: what the dialect echoes back, found at `echo_field` in the request; BodyTooLarge over
+    EASEL_MAX_ECHO_BYTES, as every status record carries it.
+    """
+    if client_input is not None and (size := echo_size(client_input)) > (limit := app.settings.max_echo_bytes):
+        raise BodyTooLarge(f"{echo_field} is {size} bytes as JSON; at most {limit} are accepted (it is echoed back)",
+                           echo_field)
     fields = {
         **spec_fields,
         "id": job_id or new_job_id(),
@@ -59,7 +68,9 @@ async def checked_webhook(app: AppState, url: object, track_id: object, field: s
 
 
 async def enqueue(app: AppState, job: Job) -> JobStatus:
-    """The job's status once Kafka acknowledged it; QueueFull over the key's queue limit."""
+    """The job's status once Kafka acknowledged it; InvalidField (`budget`) over the work budget, QueueFull over
+    the key's queue limit."""
+    check_work_budget(job, app.settings.max_job_work)
     limit = app.settings.max_queued_per_key
     if limit:
         # Count this key's own submits of a moment ago too. Two submits at the same instant may both

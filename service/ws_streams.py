@@ -1,9 +1,11 @@
 """WebSocket streams of job events: one job (`/v1/jobs/{id}/stream`) or many (`/v1/stream`).
 
 The key comes as `Authorization: Bearer`, `?key=`, or in the first message `{"key": "..."}` (what
-a browser can send). Refusals are a `{"type": "error", ...}` message, then a close code from
-`CloseCode`. Each connection has one bounded `Subscription` and two tasks: the sender drains it,
-the receiver handles client messages and notices the client leaving.
+a browser can send); nothing else is read before it, and no message may exceed `MAX_MESSAGE_BYTES` (the server
+closes with 1009 on reading a larger frame's header). A key holds at most EASEL_MAX_STREAMS_PER_KEY streams.
+Refusals are a `{"type": "error", ...}` message, then a close code from `CloseCode`. Each connection has one
+bounded `Subscription` and two tasks: the sender drains it, the receiver handles client messages and notices
+the client leaving.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ from service.streaming import CloseCode, attach, authorize, control, follow_job,
 
 log = structlog.get_logger(__name__)
 AUTH_WAIT_S = 10.0
+# The largest message a client may send (a subscribe of 100 job ids is under 8 KiB); uvicorn's ws_max_size.
+MAX_MESSAGE_BYTES = 64 * 1024
 MAX_JOBS_PER_MESSAGE = 100
 MAX_JOBS_PER_CONNECTION = 1000
-_CLOSE_FOR_STATUS = {400: CloseCode.BAD_REQUEST, 401: CloseCode.UNAUTHORIZED, 404: CloseCode.NOT_FOUND}
+_CLOSE_FOR_STATUS = {
+    400: CloseCode.BAD_REQUEST,
+    401: CloseCode.UNAUTHORIZED,
+    404: CloseCode.NOT_FOUND,
+    429: CloseCode.TRY_AGAIN_LATER,
+}
 # What a WebSocket route may refuse with: a client's error (4xxx), or Kafka being unavailable (1013).
 Refusal = (ClientError, KafkaUnavailable)
 
@@ -42,11 +51,12 @@ async def job_stream(websocket: WebSocket) -> None:
     subscription = Subscription(app.settings.stream_queue, previews=_previews(websocket))
     try:
         owner, _ = await _authenticate(websocket, app)
-        since = parse_seq(websocket.query_params.get("since"), "since")
-        if not await follow_job(app, hub, subscription, websocket.path_params["job_id"], owner, since):
-            await websocket.close(CloseCode.NORMAL, "job ended")  # the client saw the terminal event already
-            return
-        await _serve(websocket, subscription, _ignore, close_after_terminal=True)
+        with app.stream_slots.hold(owner):
+            since = parse_seq(websocket.query_params.get("since"), "since")
+            if not await follow_job(app, hub, subscription, websocket.path_params["job_id"], owner, since):
+                await websocket.close(CloseCode.NORMAL, "job ended")  # the client saw the terminal event already
+                return
+            await _serve(websocket, subscription, _ignore, close_after_terminal=True)
     except Refusal as exc:
         await _refuse(websocket, exc)
     except WebSocketDisconnect:
@@ -103,10 +113,11 @@ async def multiplexed_stream(websocket: WebSocket) -> None:
 
     try:
         owner, first = await _authenticate(websocket, app)
-        subscription.put_control(control("ready"))
-        if first is not None:
-            await handle(first)  # the message that carried the key may also subscribe
-        await _serve(websocket, subscription, handle, close_after_terminal=False)
+        with app.stream_slots.hold(owner):
+            subscription.put_control(control("ready"))
+            if first is not None:
+                await handle(first)  # the message that carried the key may also subscribe
+            await _serve(websocket, subscription, handle, close_after_terminal=False)
     except Refusal as exc:
         await _refuse(websocket, exc)
     except WebSocketDisconnect:
