@@ -15,18 +15,19 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from consumers.stream_history import StreamHistory
 from consumers.subscription import StreamItem, Subscription
+from consumers.topic_mirror import StartAt, TopicMirror
 from contract.events import Event, EventType
 from contract.serialization import decode
 from contract.settings import Settings
 from contract.topics import Topics
+from producers.background import Background
+from producers.retry import retry_forever
 
 log = structlog.get_logger(__name__)
-RETRY_DELAY_S = 2.0
 OWNER_PREFIX = "\0owner:"  # cannot clash with a job id
 
 Render = Callable[[Event], bytes]
@@ -37,7 +38,6 @@ OwnerLookup = Callable[[str], Awaitable[str | None]]
 class StreamHub:
     def __init__(self, settings: Settings, render: Render, owner_of: OwnerLookup) -> None:
         self._settings = settings
-        self._topic = Topics(settings.topic_prefix).events
         self._render = render
         self._owner_of = owner_of
         self.history = StreamHistory(settings.stream_history_jobs, settings.stream_history_events)
@@ -46,13 +46,9 @@ class StreamHub:
         self._names: dict[Subscription, set[str]] = {}  # what each subscription follows, for unsubscribe
         self._resolving: set[str] = set()
         self._queued: dict[str, float] = {}  # jobs waiting for a runner, oldest first: for queue positions
-        self._consumer: AIOKafkaConsumer | None = None
-        self._partitions: list[TopicPartition] = []
-        self._positions: dict[TopicPartition, int] = {}
-        self._progressed = asyncio.Event()
+        self._mirror = TopicMirror(settings, Topics(settings.topic_prefix).events, self._apply, "easel-stream-hub")
         self._ready = asyncio.Event()
-        self._follower: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background("stream hub")
 
     @property
     def ready(self) -> bool:
@@ -60,16 +56,11 @@ class StreamHub:
 
     async def start(self) -> None:
         """Connect and replay in the background; `wait_ready` tells when subscribers can be served."""
-        self._spawn(self._run())
+        self._background.spawn(retry_forever(self._follow, "stream hub"))
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with suppress(asyncio.CancelledError):
-                await task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._background.stop()
+        await self._mirror.stop()
 
     async def wait_ready(self, timeout_s: float) -> bool:
         with suppress(TimeoutError):
@@ -77,16 +68,8 @@ class StreamHub:
         return self.ready
 
     async def sync(self) -> None:
-        """Wait until every event written before this call is in the history."""
-        if self._consumer is None:
-            raise RuntimeError("the stream hub is not connected to Kafka")
-        ends = await self._consumer.end_offsets(self._partitions)
-        while any(self._positions.get(tp, 0) < end for tp, end in ends.items()):
-            self._progressed.clear()
-            if self._follower is not None and self._follower.done():
-                self._follower.result()  # the follower died: surface why
-                raise RuntimeError("the stream hub stopped following Kafka")
-            await self._progressed.wait()
+        """Wait until every event written before this call is in the history (KafkaUnavailable if it cannot)."""
+        await self._mirror.sync()
 
     def last_seq(self, job_id: str) -> int:
         history = self.history.get(job_id)
@@ -124,74 +107,22 @@ class StreamHub:
             else:
                 _discard(self._by_job, name, subscription)
 
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self) -> None:
-        """Connect, replay, follow; on any failure start over (the history dedups what is read twice)."""
-        while True:
-            try:
-                await self._connect()
-                self._follower = asyncio.ensure_future(self._follow())
-                self._follower.add_done_callback(lambda _: self._progressed.set())  # wakes sync() to see why
-                try:
-                    await self.sync()
-                    self._ready.set()
-                    log.info("stream hub ready", jobs=len(self.history))
-                    await self._follower
-                finally:
-                    self._follower.cancel()
-            except Exception as exc:
-                log.warning("stream hub: Kafka not reachable, retrying", error=repr(exc)[:200])
-            if self._consumer is not None:
-                consumer, self._consumer = self._consumer, None
-                await consumer.stop()
-            await asyncio.sleep(RETRY_DELAY_S)
-
-    async def _connect(self) -> None:
-        consumer = AIOKafkaConsumer(
-            self._topic,
-            bootstrap_servers=self._settings.bootstrap,
-            client_id="easel-stream-hub",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
-        )
-        self._consumer = consumer
-        await consumer.start()
-        for _ in range(100):  # metadata may lag right after the topic was created
-            if partitions := consumer.assignment():
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError(f"topic {self._topic} does not exist")
-        self._partitions = sorted(partitions)
-        since_ms = int((time.time() - self._settings.stream_replay_s) * 1000)
-        offsets = await consumer.offsets_for_times({tp: since_ms for tp in self._partitions})
-        for tp, found in offsets.items():
-            if found is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, found.offset)
-            self._positions[tp] = await consumer.position(tp)
-
     async def _follow(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=1000)
-            for tp, records in batches.items():
-                for record in records:
-                    self._apply(record.value)
-                self._positions[tp] = records[-1].offset + 1
-            for tp in self._partitions:  # also moves past transaction markers
-                self._positions[tp] = max(self._positions.get(tp, 0), await self._consumer.position(tp))
-            self._progressed.set()
+        """Replay the last `stream_replay_s`, then follow; raise why it stopped.
 
-    def _apply(self, raw: bytes | None) -> None:
+        Run again after a failure, it replays again: the history skips what it already has.
+        """
         try:
-            event = decode(Event, raw or b"")
+            await self._mirror.start(StartAt.seconds_ago(self._settings.stream_replay_s))
+            self._ready.set()
+            log.info("stream hub ready", jobs=len(self.history))
+            await self._mirror.join()
+        finally:
+            await self._mirror.stop()
+
+    def _apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
+        try:
+            event = decode(Event, raw_value or b"")
         except (ValidationError, ValueError) as exc:
             log.warning("unreadable event skipped", error=str(exc)[:200])
             return
@@ -215,7 +146,7 @@ class StreamHub:
                 subscription.offer(item)
         elif job_id not in self._resolving:
             self._resolving.add(job_id)
-            self._spawn(self._resolve_owner(job_id))
+            self._background.spawn(self._resolve_owner(job_id))
 
     async def _resolve_owner(self, job_id: str) -> None:
         """Look the owner up (the state view may trail the events topic), then deliver what it missed."""

@@ -99,6 +99,6 @@ class Subscription:
                 if slot in latest:
                     self.coalesced += 1
                     continue
-                latest.add(slot)  # type: ignore[arg-type]
+                latest.add(slot)
             kept.appendleft(item)
         self._items = kept

@@ -75,7 +75,9 @@ class LocalKafka:
         properties.write_text(
             SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, data_dir=self.data_dir)
         )
-        self._java("kafka.tools.StorageTool", "format", "-t", self._cluster_id(), "-c", str(properties), "--ignore-formatted")
+        self._java(
+            "kafka.tools.StorageTool", "format", "-t", self._cluster_id(), "-c", str(properties), "--ignore-formatted"
+        )
         log = self.log_file.open("wb")
         self.process = subprocess.Popen(
             self._command("kafka.Kafka", str(properties), heap="-Xmx512m"),
@@ -153,8 +155,6 @@ class LocalKafka:
             main,
             *args,
         ]
-
-
 
 
 def _new_cluster_id() -> str:

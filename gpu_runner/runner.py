@@ -15,11 +15,11 @@ import time
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from consumers.kafka import Partitions, Rebalance, commit, group_consumer
 from consumers.state_view import StateView
 from contract.blobs import BlobStore
 from contract.catalog import Catalog
@@ -59,24 +59,17 @@ class Runner:
     async def run(self) -> None:
         await ensure_topics(self.settings)
         producer = await open_producer(self.settings, f"easel-runner-{self.runner_id}")
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
+        consumer = group_consumer(
+            self.settings,
+            [self.topics.requests],
             group_id=self.topics.runner_group,
             client_id=f"easel-runner-{self.runner_id}",
-            # Static membership: a runner restarted under the same id gets its partitions back at once.
-            group_instance_id=self.settings.runner_id or None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            instance_id=self.settings.runner_id,
+            rebalance=Rebalance(on_revoked=self._revoked, on_assigned=self._on_assigned),
+            # A job may take up to its timeout between two polls; a rebalance waits as long for it (see _revoked).
+            work_timeout_s=self.settings.job_timeout_s,
             max_poll_records=1,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            # Checked client-side between polls: a job may take up to its timeout. A rebalance waits
-            # as long, for the running job to finish before its partition moves (see _Rebalance).
-            max_poll_interval_ms=int(self.settings.job_timeout_s * 1000) + 60_000,
-            rebalance_timeout_ms=int(self.settings.job_timeout_s * 1000) + 60_000,
         )
-        consumer.subscribe([self.topics.requests], listener=_Rebalance(self))
         try:
             await self.view.start()
             await self.cancels.start()
@@ -90,7 +83,8 @@ class Runner:
                         self._idle.clear()
                         try:
                             await self.handle(producer, record)
-                            await _commit(consumer, tp, record.offset + 1)
+                            # If a rebalance made this fail, the job is redelivered and then skipped as finished.
+                            await commit(consumer, {tp: record.offset + 1})
                         finally:
                             self._running = None
                             self._idle.set()
@@ -122,6 +116,19 @@ class Runner:
             finally:
                 await writer.close()
             log.info("job finished", outcome=outcome, seq=writer.status.seq)
+
+    async def _revoked(self, revoked: Partitions) -> None:
+        """Keep a partition until its running job is finished and committed.
+
+        Without this, a runner joining the group would be handed the partition of a job still running
+        here and start it again. No lock is shared with the consume loop: we only wait for its event.
+        """
+        if self._running in revoked:
+            log.info("rebalance: finishing the running job before giving its partition up")
+            await self._idle.wait()
+
+    async def _on_assigned(self, assigned: Partitions) -> None:
+        self._assigned.set()
 
     async def _current_status(self, job: Job) -> JobStatus:
         """The job's latest status, including anything an earlier attempt at it wrote.
@@ -162,33 +169,6 @@ class Runner:
             await writer.flush()
         finally:
             await writer.close()
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    """Keeps a partition until its running job is finished and committed.
-
-    Without this, a runner joining the group would be handed the partition of a job still running
-    here and start it again. No lock is shared with the consume loop: we only wait for its event.
-    """
-
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if self._runner._running in revoked:
-            log.info("rebalance: finishing the running job before giving its partition up")
-            await self._runner._idle.wait()
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._runner._assigned.set()
-
-
-async def _commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
-    try:
-        await consumer.commit({tp: offset})
-    except CommitFailedError:
-        # The group rebalanced: the job may be redelivered, and will then be skipped as finished.
-        log.warning("offset commit failed after a rebalance", partition=tp.partition, offset=offset)
 
 
 def _describe(exc: Exception) -> str:

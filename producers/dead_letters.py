@@ -6,13 +6,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from contract.topics import Topics
+from producers.publish import publish
 
 
 async def send_dead_letter(
     producer: AIOKafkaProducer, topics: Topics, record: ConsumerRecord[bytes, bytes], reason: str
 ) -> None:
+    """Raises KafkaUnavailable or RecordRejected when Kafka does not take it."""
     headers = [
         ("easel-reason", reason.encode()[:1000]),
         ("easel-source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
     ]
-    await (await producer.send(topics.dead_letters, record.value, key=record.key, headers=headers))
+    await publish(producer, topics.dead_letters, record.value, record.key, what="a dead letter", headers=headers)

@@ -7,15 +7,15 @@ import time
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
+from contract.errors import QueueError
 from contract.events import Event, EventType
 from contract.job import Job
 from contract.lifecycle import advance, job_of, queued_status
 from contract.serialization import encode, key
 from contract.states import JobStatus
 from contract.topics import Topics
-from contract.errors import KafkaUnavailable
+from producers.publish import deadline, enqueue, publish
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +27,7 @@ class JobProducer:
         self._timeout_s = timeout_s
 
     async def submit(self, job: Job) -> JobStatus:
-        """Return once Kafka acknowledged the job; raise KafkaUnavailable otherwise."""
+        """Return once Kafka acknowledged the job; raise KafkaUnavailable or RecordRejected otherwise."""
         now = time.time()
         status = queued_status(job, now)
         await self._publish(job, status, Event(job_id=job.id, seq=0, type=EventType.QUEUED, ts=now))
@@ -52,12 +52,13 @@ class JobProducer:
         A runner only sees the request after the status is on the compacted state topic, so this
         status can never land after the runner's IN_PROGRESS and overwrite it.
         """
+        job_key = key(job.id)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                state_ack = await self._producer.send(self._topics.state, encode(status), key=key(job.id))
-                event_ack = await self._producer.send(self._topics.events, encode(queued), key=key(job.id))
+            async with deadline(self._timeout_s, "the job"):
+                state_ack = await enqueue(self._producer, self._topics.state, encode(status), job_key)
+                event_ack = await enqueue(self._producer, self._topics.events, encode(queued), job_key)
                 await asyncio.gather(state_ack, event_ack)
-                await (await self._producer.send(self._topics.requests, encode(job), key=key(job.id)))
-        except (TimeoutError, KafkaError) as exc:
-            log.warning("submit failed", job_id=job.id, track_id=job.track_id, error=repr(exc))
-            raise KafkaUnavailable("Kafka did not acknowledge the job in time") from exc
+                await publish(self._producer, self._topics.requests, encode(job), job_key, what="the job")
+        except QueueError as exc:
+            log.warning("submit failed", job_id=job.id, track_id=job.track_id, error=repr(exc.__cause__))
+            raise

@@ -12,12 +12,12 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from consumers.state_view import StateView
+from contract.errors import KafkaUnavailable
 from contract.settings import Settings
 from contract.topics import Topics
-from producers import JobProducer, KafkaUnavailable, ensure_topics, open_producer
+from producers import Background, JobProducer, ensure_topics, open_producer, retry_forever
 
 log = structlog.get_logger(__name__)
-RETRY_DELAY_S = 2.0
 
 
 class KafkaLink:
@@ -27,7 +27,7 @@ class KafkaLink:
         self.producer: AIOKafkaProducer | None = None
         self._jobs: JobProducer | None = None
         self._view: StateView | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("Kafka link")
 
     @property
     def ready(self) -> bool:
@@ -47,36 +47,26 @@ class KafkaLink:
 
     async def start(self, wait_s: float = 0.0) -> None:
         """Start connecting; wait up to `wait_s` for the link to be ready, then go on regardless."""
-        self._task = asyncio.create_task(self._connect())
+        connecting = self._background.spawn(retry_forever(self._connect, "API link", bootstrap=self.settings.bootstrap))
         with suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), wait_s)
+            await asyncio.wait_for(asyncio.shield(connecting), wait_s)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
         if self._view is not None:
             await self._view.stop()
         if self.producer is not None:
             await self.producer.stop()
 
     async def _connect(self) -> None:
-        while True:
-            try:
-                await ensure_topics(self.settings)
-                producer = await open_producer(self.settings, "easel-api")
-                view = StateView(self.settings)
-                try:
-                    await view.start()
-                except BaseException:
-                    await producer.stop()
-                    raise
-            except Exception as exc:
-                log.warning("Kafka not reachable, retrying", bootstrap=self.settings.bootstrap, error=repr(exc)[:200])
-                await asyncio.sleep(RETRY_DELAY_S)
-                continue
-            self.producer, self._view = producer, view
-            self._jobs = JobProducer(producer, self.topics, self.settings.submit_timeout_s)
-            log.info("connected to Kafka", bootstrap=self.settings.bootstrap)
-            return
+        await ensure_topics(self.settings)
+        producer = await open_producer(self.settings, "easel-api")
+        view = StateView(self.settings)
+        try:
+            await view.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self.producer, self._view = producer, view
+        self._jobs = JobProducer(producer, self.topics, self.settings.submit_timeout_s)
+        log.info("connected to Kafka", bootstrap=self.settings.bootstrap)

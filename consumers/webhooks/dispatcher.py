@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import suppress
+from typing import TypeAlias
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
+from consumers.kafka import Partitions, Rebalance, commit, group_consumer
 from consumers.state_view import StateView
 from consumers.webhooks import metrics
 from consumers.webhooks.addresses import AddressPolicy
 from consumers.webhooks.endpoints import Endpoints
 from consumers.webhooks.offsets import OffsetTracker
 from consumers.webhooks.outcomes import Outcomes
-from consumers.webhooks.producer import open_dispatcher_producer
 from consumers.webhooks.router import Router
 from consumers.webhooks.schedule import RetrySchedule
 from consumers.webhooks.sender import Attempt, Sender
@@ -38,13 +37,19 @@ from contract.deliveries import Delivery, DeliveryState
 from contract.serialization import decode, encode, key
 from contract.settings import Settings
 from contract.topics import Topics
+from producers import Background, open_producer, publish, retry_forever
 
 log = structlog.get_logger(__name__)
 HIGH_WATER = 2000  # records in hand per partition before it is paused
 LOW_WATER = 1000
 COMMIT_EVERY_S = 0.5
+# With aiokafka's 16 KiB default, a batch holds about a dozen deliveries; thousands of tasks that
+# route or record at once then queue on every full batch and are all woken each time it drains
+# (most of the dispatcher's CPU went there). A batch that takes everything produced during one
+# round trip removes that wait. Per partition; under the broker's default message.max.bytes (1 MiB).
+MAX_BATCH_BYTES = 512 * 1024
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 class Dispatcher:
@@ -60,10 +65,11 @@ class Dispatcher:
         self.statuses = DeliveryView(settings)  # to skip deliveries already made, when records are read again
         self.router = Router(settings, self.targets, self.view, self.schedule.delays_s[0])
         self.tracker = OffsetTracker()
-        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._tasks: dict[TopicPartition, Background] = {}  # the records in hand, by partition
         self._paused: set[TopicPartition] = set()
         # Opened in run().
         self.producer: AIOKafkaProducer
+        self.consumer: AIOKafkaConsumer
         self.sender: Sender
         self.outcomes: Outcomes
 
@@ -71,38 +77,32 @@ class Dispatcher:
         await ensure_webhook_topics(self.settings, self.schedule)
         if self.settings.webhook_metrics_port:
             start_http_server(self.settings.webhook_metrics_port, addr=self.settings.host)
-        producer = await open_dispatcher_producer(self.settings)
+        producer = await open_producer(self.settings, "easel-webhooks", max_batch_bytes=MAX_BATCH_BYTES)
         sender = Sender(
             self.policy, self.signer, self.settings.webhook_timeout_s,
             self.settings.webhook_concurrency, self.settings.webhook_host_concurrency,
         )
         self.producer, self.sender = producer, sender
         self.outcomes = Outcomes(producer, self.topics, self.schedule, self.endpoints)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap,
+        sources = [self.topics.events, self.topics.webhook_deliveries]
+        self.consumer = consumer = group_consumer(
+            self.settings,
+            [*sources, *(self.topics.webhook_retries(d) for d in self.schedule.tiers_ms)],
             group_id=self.topics.webhook_group,
             client_id="easel-webhooks",
-            # Static membership: a dispatcher restarted under the same id takes its partitions back at once.
-            group_instance_id=self.settings.webhook_dispatcher_id or None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
+            instance_id=self.settings.webhook_dispatcher_id,
+            rebalance=Rebalance(on_revoked=self.revoked),
         )
-        sources = [self.topics.events, self.topics.webhook_deliveries]
-        consumer.subscribe([*sources, *(self.topics.webhook_retries(d) for d in self.schedule.tiers_ms)],
-                           listener=_OnRevoke(self, consumer))
         try:
             await self.targets.start()
             await self.view.start()
             await self.endpoints.start()
-            await self.statuses.mirror.start()
+            await self.statuses.start()
             await consumer.start()
             log.info("webhook dispatcher ready", attempts=self.schedule.attempts, retry_topics=self.schedule.tiers_ms)
-            await self._consume(consumer)
+            await self._consume()
         finally:
-            await self._commit(consumer)
+            await self._commit()
             await self._cancel(set(self._tasks))
             await consumer.stop()
             await self.statuses.stop()
@@ -112,20 +112,19 @@ class Dispatcher:
             await sender.close()
             await producer.stop()
 
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+    async def _consume(self) -> None:
         committed_at = time.monotonic()
         while True:
-            batches = await consumer.getmany(timeout_ms=200)
+            batches = await self.consumer.getmany(timeout_ms=200)
             for tp, records in batches.items():
+                in_hand = self._tasks.get(tp) or self._tasks.setdefault(tp, Background(f"webhook records of {tp}"))
                 for record in records:
                     self.tracker.opened(tp, record.offset)
-                    task = asyncio.create_task(self._handle(tp, record))
-                    self._tasks.setdefault(tp, set()).add(task)
-                    task.add_done_callback(self._tasks[tp].discard)
-            self._flow_control(consumer)
+                    in_hand.spawn(self._handle(tp, record))
+            self._flow_control()
             metrics.IN_FLIGHT.set(self.tracker.total_in_flight())
             if time.monotonic() - committed_at >= COMMIT_EVERY_S:
-                await self._commit(consumer)
+                await self._commit()
                 committed_at = time.monotonic()
 
     async def _handle(self, tp: TopicPartition, record: Record) -> None:
@@ -143,14 +142,11 @@ class Dispatcher:
         self.tracker.closed(tp, record.offset)
 
     async def _enqueue(self, delivery: Delivery) -> None:
-        while True:
-            try:
-                topic = self.topics.webhook_deliveries
-                await (await self.producer.send(topic, encode(delivery), key=key(delivery.job_id)))
-                return
-            except KafkaError as exc:
-                log.warning("could not queue a delivery, retrying", delivery_id=delivery.id, error=repr(exc)[:200])
-                await asyncio.sleep(1.0)
+        topic, value = self.topics.webhook_deliveries, encode(delivery)
+        await retry_forever(
+            lambda: publish(self.producer, topic, value, key(delivery.job_id), what="a webhook delivery"),
+            "queue a webhook delivery", delivery_id=delivery.id,
+        )
 
     async def _deliver(self, record: Record) -> None:
         try:
@@ -180,48 +176,26 @@ class Dispatcher:
         status = self.statuses.get(delivery.id)
         return status is not None and status.state is DeliveryState.DELIVERED and status.replay >= delivery.replay
 
-    def _flow_control(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
+    def _flow_control(self) -> None:
+        for tp in self.consumer.assignment():
             in_hand = self.tracker.in_flight(tp)
             if tp not in self._paused and in_hand >= HIGH_WATER:
-                consumer.pause(tp)
+                self.consumer.pause(tp)
                 self._paused.add(tp)
             elif tp in self._paused and in_hand <= LOW_WATER:
-                consumer.resume(tp)
+                self.consumer.resume(tp)
                 self._paused.discard(tp)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition] | None = None) -> None:
+    async def _commit(self, partitions: Partitions | None = None) -> None:
         points = self.tracker.to_commit(partitions)
-        if not points:
-            return
-        try:
-            await consumer.commit(points)
+        if points and await commit(self.consumer, points):
             self.tracker.committed(points)
-        except (CommitFailedError, KafkaError) as exc:
-            log.warning("offset commit failed; the records will be read again", error=repr(exc)[:200])
 
-    async def _cancel(self, partitions: set[TopicPartition]) -> None:
-        tasks = [task for tp in partitions for task in self._tasks.pop(tp, set())]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(asyncio.CancelledError):
-                await task
+    async def _cancel(self, partitions: Partitions) -> None:
+        await asyncio.gather(*(self._tasks.pop(tp).stop() for tp in partitions & self._tasks.keys()))
 
-    async def revoked(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
-        await self._commit(consumer, partitions)
+    async def revoked(self, partitions: Partitions) -> None:
+        await self._commit(partitions)
         await self._cancel(partitions)
         self.tracker.forget(partitions)
         self._paused -= partitions
-
-
-class _OnRevoke(ConsumerRebalanceListener):
-    def __init__(self, dispatcher: Dispatcher, consumer: AIOKafkaConsumer) -> None:
-        self._dispatcher = dispatcher
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._dispatcher.revoked(self._consumer, set(revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        pass

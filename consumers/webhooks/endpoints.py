@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from consumers.topic_mirror import TopicMirror
 from contract.settings import Settings
 from contract.topics import Topics
+from producers import publish
 
 
 class Endpoints:
@@ -34,7 +35,7 @@ class Endpoints:
     async def disable(self, producer: AIOKafkaProducer, url: str, reason: str) -> None:
         self._disabled[url] = reason
         value = orjson.dumps({"url": url, "reason": reason, "at": time.time()})
-        await (await producer.send(self._topic, value, key=url.encode()))
+        await publish(producer, self._topic, value, url.encode(), what="a disabled endpoint")
 
     def _apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
         if raw_key is None:
@@ -48,4 +49,4 @@ class Endpoints:
 
 async def enable(producer: AIOKafkaProducer, topics: Topics, url: str) -> None:
     """A tombstone: the endpoint takes deliveries again."""
-    await (await producer.send(topics.webhook_endpoints, None, key=url.encode()))
+    await publish(producer, topics.webhook_endpoints, None, url.encode(), what="a re-enabled endpoint")

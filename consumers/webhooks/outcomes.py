@@ -5,12 +5,10 @@ used up, 410 Gone, or refused by the SSRF rules → the dead-letter topic, then 
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from consumers.webhooks import metrics
 from consumers.webhooks.endpoints import Endpoints
@@ -19,9 +17,9 @@ from consumers.webhooks.sender import Attempt
 from contract.deliveries import Delivery, DeliveryState, DeliveryStatus
 from contract.serialization import encode, key
 from contract.topics import Topics
+from producers import publish, retry_forever
 
 log = structlog.get_logger(__name__)
-WRITE_RETRY_S = 1.0
 
 
 class Outcomes:
@@ -34,17 +32,14 @@ class Outcomes:
         self._endpoints = endpoints
 
     async def record(self, delivery: Delivery, attempt: Attempt) -> None:
-        """Keep trying until Kafka took it: the record is only committed after this returns."""
-        while True:
-            try:
-                await self._record(delivery, attempt)
-                return
-            except KafkaError as exc:
-                log.warning(
-                    "could not record a webhook outcome, retrying", job_id=delivery.job_id,
-                    track_id=delivery.track_id, delivery_id=delivery.id, error=repr(exc)[:200],
-                )
-                await asyncio.sleep(WRITE_RETRY_S)
+        """Keep trying until Kafka took it: the record is only committed after this returns.
+
+        Raises RecordRejected if Kafka refuses one of the writes for good.
+        """
+        await retry_forever(
+            lambda: self._record(delivery, attempt), "record a webhook outcome",
+            job_id=delivery.job_id, track_id=delivery.track_id, delivery_id=delivery.id,
+        )
 
     async def skip_disabled(self, delivery: Delivery, reason: str) -> None:
         """A delivery to an endpoint that answered 410 earlier: not attempted, dead-lettered."""
@@ -75,7 +70,7 @@ class Outcomes:
         metrics.RETRIES.inc()
 
     async def _send(self, topic: str, delivery: Delivery) -> None:
-        await (await self._producer.send(topic, encode(delivery), key=key(delivery.job_id)))
+        await publish(self._producer, topic, encode(delivery), key(delivery.job_id), what="a webhook delivery")
 
     async def _status(
         self,
@@ -97,4 +92,6 @@ class Outcomes:
             error=None if attempt.ok else attempt.describe(),
             next_attempt_at=next_attempt_at,
         )
-        await (await self._producer.send(self._topics.webhook_status, encode(status), key=key(delivery.id)))
+        await publish(
+            self._producer, self._topics.webhook_status, encode(status), key(delivery.id), what="a delivery status"
+        )

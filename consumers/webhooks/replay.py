@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 
-from consumers.webhooks.endpoints import enable
 from consumers.topic_mirror import TopicMirror
+from consumers.webhooks.endpoints import enable
 from consumers.webhooks.status_view import DeliveryView
 from contract.deliveries import Delivery, DeliveryState, DeliveryStatus
 from contract.serialization import decode, encode, key
 from contract.settings import Settings
 from contract.topics import Topics
-from producers import open_producer
+from producers import open_producer, publish
 
 
 async def replay(settings: Settings, job_id: str | None = None, url: str | None = None) -> list[Delivery]:
@@ -24,7 +24,7 @@ async def replay(settings: Settings, job_id: str | None = None, url: str | None 
     topics = Topics(settings.topic_prefix)
     dead = await _dead_letters(settings, topics)
     statuses = DeliveryView(settings)
-    await statuses.mirror.start()
+    await statuses.start()
     try:
         chosen = [
             d for d in dead.values()
@@ -43,8 +43,8 @@ async def replay(settings: Settings, job_id: str | None = None, url: str | None 
                 id=d.id, job_id=d.job_id, event=d.event, seq=d.seq, state=DeliveryState.PENDING,
                 attempts=0, replay=again.replay, next_attempt_at=now,
             )
-            await (await producer.send(topics.webhook_status, encode(pending), key=key(d.id)))
-            await (await producer.send(topics.webhook_deliveries, encode(again), key=key(d.job_id)))
+            await publish(producer, topics.webhook_status, encode(pending), key(d.id), what="a delivery status")
+            await publish(producer, topics.webhook_deliveries, encode(again), key(d.job_id), what="a webhook delivery")
     finally:
         await producer.stop()
     return chosen

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import suppress
-
 import structlog
 from pydantic import ValidationError
 
@@ -13,9 +10,10 @@ from contract.deliveries import DeliveryStatus
 from contract.serialization import decode
 from contract.settings import Settings
 from contract.topics import Topics
+from producers.background import Background
+from producers.retry import retry_forever
 
 log = structlog.get_logger(__name__)
-RETRY_DELAY_S = 2.0
 
 
 class DeliveryView:
@@ -23,19 +21,20 @@ class DeliveryView:
         self._by_job: dict[str, dict[str, DeliveryStatus]] = {}
         self._by_id: dict[str, DeliveryStatus] = {}
         topic = Topics(settings.topic_prefix).webhook_status
-        self.mirror = TopicMirror(settings, topic, self._apply, "easel-delivery-view")
-        self._task: asyncio.Task[None] | None = None
+        self._mirror = TopicMirror(settings, topic, self._apply, "easel-delivery-view")
+        self._background = Background("delivery view")
+
+    async def start(self) -> None:
+        """Connect and read the topic to its end (KafkaUnavailable if Kafka is away)."""
+        await self._mirror.start()
 
     def start_in_background(self) -> None:
         """For the API: connect (retrying while Kafka is away) without holding up start-up."""
-        self._task = asyncio.create_task(self._connect())
+        self._background.spawn(retry_forever(self._mirror.start, "delivery view"))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-        await self.mirror.stop()
+        await self._background.stop()
+        await self._mirror.stop()
 
     def for_job(self, job_id: str) -> list[DeliveryStatus]:
         """The job's deliveries in event order."""
@@ -43,15 +42,6 @@ class DeliveryView:
 
     def get(self, delivery_id: str) -> DeliveryStatus | None:
         return self._by_id.get(delivery_id)
-
-    async def _connect(self) -> None:
-        while True:
-            try:
-                await self.mirror.start()
-                return
-            except Exception as exc:
-                log.warning("delivery view: Kafka not reachable, retrying", error=repr(exc)[:200])
-                await asyncio.sleep(RETRY_DELAY_S)
 
     def _apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
         if raw_value is None:

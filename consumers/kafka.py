@@ -1,0 +1,111 @@
+"""The one way Easel builds its Kafka consumers, and commits what a group member finished.
+
+Two kinds: a group member (the runners, the webhook dispatchers), which shares the work of its
+group and commits by hand after the work is done; and a mirror consumer (see `TopicMirror`), which
+belongs to no group and reads every partition of one topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from contract.settings import Settings
+
+log = structlog.get_logger(__name__)
+SESSION_TIMEOUT_MS = 10_000  # a member that stops heartbeating loses its partitions after this
+HEARTBEAT_INTERVAL_MS = 1_000
+REBALANCE_MARGIN_MS = 60_000  # on top of the longest piece of work a member may hold a partition for
+
+Partitions = set[TopicPartition]
+OnPartitions = Callable[[Partitions], Awaitable[None]]
+
+
+async def _nothing(partitions: Partitions) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Rebalance:
+    """What a member does when partitions leave it and after new ones came (aiokafka awaits both)."""
+
+    on_revoked: OnPartitions = _nothing
+    on_assigned: OnPartitions = _nothing
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.on_assigned(set(assigned))
+
+
+ConsumerRebalanceListener.register(Rebalance)  # aiokafka checks isinstance; its ABC ships no types to subclass
+
+
+def group_consumer(
+    settings: Settings,
+    topics: list[str],
+    *,
+    group_id: str,
+    client_id: str,
+    instance_id: str,
+    rebalance: Rebalance,
+    work_timeout_s: float | None = None,
+    max_poll_records: int | None = None,
+) -> AIOKafkaConsumer:
+    """A member of `group_id`, subscribed to `topics`, not started. Offsets are committed with `commit`.
+
+    A non-empty `instance_id` makes it a static member: restarted under the same id, it gets its
+    partitions back at once instead of after a rebalance. `work_timeout_s` is the longest a member
+    may spend between two polls (one job); a rebalance waits that long for it to give partitions up.
+    """
+    tuning: dict[str, int] = {}
+    if work_timeout_s is not None:
+        tuning["max_poll_interval_ms"] = tuning["rebalance_timeout_ms"] = (
+            int(work_timeout_s * 1000) + REBALANCE_MARGIN_MS
+        )
+    if max_poll_records is not None:
+        tuning["max_poll_records"] = max_poll_records
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        group_instance_id=instance_id or None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        **tuning,
+    )
+    consumer.subscribe(topics, listener=rebalance)
+    return consumer
+
+
+def mirror_consumer(settings: Settings, topic: str, client_id: str) -> AIOKafkaConsumer:
+    """A consumer of every partition of `topic`, in no group, from the beginning unless told to seek."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+
+
+async def commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+    """Commit; False when Kafka refused (a rebalance, the coordinator away): the records will be read again."""
+    try:
+        await consumer.commit(offsets)
+    except KafkaError as exc:
+        log.warning(
+            "offset commit failed; the records will be read again",
+            partitions=sorted(tp.partition for tp in offsets), error=repr(exc)[:200],
+        )
+        return False
+    return True

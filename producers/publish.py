@@ -1,0 +1,94 @@
+"""Publishing a record, and what Kafka's refusals mean for the caller.
+
+aiokafka raises many errors; callers see two (contract.errors):
+- KafkaUnavailable: Kafka may take the record later. Retriable errors (timeouts, a leader moving,
+  a broker away: KafkaTimeoutError, NotLeaderForPartitionError, any error with `retriable`) are
+  retried with backoff until the caller's deadline; then this.
+- RecordRejected: Kafka refused this record for good (over a size limit, not authorised, ...).
+  Raised at once; sending it again cannot help.
+
+`publish` sends one record, waits for its acknowledgement, and does all of the above. Writers that
+keep several records in flight `enqueue` them (hand them to the producer, retrying) and await the
+acknowledgements later, all inside one `deadline(seconds, what)`, which bounds them and turns
+aiokafka's errors into ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+
+from contract.errors import KafkaUnavailable, QueueError, RecordRejected
+from producers.retry import retried
+
+# How long a process that has nobody waiting on an answer (the runner's events, the dispatcher's
+# records) retries a write before it calls Kafka unavailable. The API answers within submit_timeout_s.
+WRITE_DEADLINE_S = 60.0
+
+Headers = Sequence[tuple[str, bytes]]
+Ack = asyncio.Future[Any]
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether Kafka may accept the same record later (aiokafka leaves its own timeout unmarked)."""
+    return isinstance(exc, TimeoutError | KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)
+
+
+def queue_error(exc: BaseException, what: str) -> QueueError:
+    """Our error for an aiokafka error (or a deadline) met while writing `what`."""
+    if is_retriable(exc) or isinstance(exc, ProducerClosed):
+        return KafkaUnavailable(f"Kafka did not acknowledge {what} in time")
+    return RecordRejected(f"Kafka refused {what}: {type(exc).__name__}")
+
+
+@asynccontextmanager
+async def deadline(seconds: float, what: str) -> AsyncIterator[None]:
+    """Bound the writes inside to `seconds`; aiokafka's errors leave as KafkaUnavailable or RecordRejected."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except (TimeoutError, KafkaError) as exc:
+        raise queue_error(exc, what) from exc
+
+
+def _permanent(exc: Exception) -> bool:
+    return not is_retriable(exc)
+
+
+@retried(_permanent)
+async def enqueue(
+    producer: AIOKafkaProducer, topic: str, value: bytes | None, key: bytes | None, headers: Headers = ()
+) -> Ack:
+    """Hand a record to the producer (retrying while Kafka cannot take it yet); await the result to know it landed."""
+    ack: Ack = await producer.send(topic, value, key=key, headers=list(headers) or None)
+    return ack
+
+
+@retried(_permanent)
+async def _acknowledged(
+    producer: AIOKafkaProducer, topic: str, value: bytes | None, key: bytes | None, headers: Headers
+) -> None:
+    await (await producer.send(topic, value, key=key, headers=list(headers) or None))
+
+
+async def publish(
+    producer: AIOKafkaProducer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    *,
+    what: str,
+    within_s: float = WRITE_DEADLINE_S,
+    headers: Headers = (),
+) -> None:
+    """Return once Kafka acknowledged the record; KafkaUnavailable after `within_s`, RecordRejected at once.
+
+    `what` names the record in the error ("the job", "a dead letter").
+    """
+    async with deadline(within_s, what):
+        await _acknowledged(producer, topic, value, key, headers)
