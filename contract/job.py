@@ -24,6 +24,8 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # The most a client's echoed request (`client_input`) may take, JSON-encoded. With the other fields' caps below,
 # it bounds every job and status record far under Kafka's 1 MiB (tests/test_ingress_limits.py proves the sum).
 MAX_ECHO_BYTES = 64 * 1024
+# Pydantic's limit for a URL, which it checks on the URL as sent: we check it once percent-encoded too, as stored.
+MAX_URL_LENGTH = 2083
 # The default work budget (EASEL_MAX_JOB_WORK): width × height × images × steps of a 1024² job, 4 images, 50 steps.
 DEFAULT_MAX_JOB_WORK = 1024 * 1024 * 4 * 50
 
@@ -62,12 +64,19 @@ EventName = Literal["queued", "started", "progress", "preview", "completed", "fa
 EchoedInput = Annotated[dict[str, Any], AfterValidator(_fits_echo_cap)]
 
 
+def _fits_once_encoded(url: HttpUrl) -> HttpUrl:
+    # Else a URL accepted as sent could be refused when its record is read back.
+    if len(str(url)) > MAX_URL_LENGTH:
+        raise ValueError(f"must be at most {MAX_URL_LENGTH} characters once percent-encoded")
+    return url
+
+
 class WebhookSpec(BaseModel):
     """Where to POST results. `track_id` is echoed in every delivery."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: HttpUrl  # at most 2083 characters (pydantic's limit for URLs)
+    url: Annotated[HttpUrl, AfterValidator(_fits_once_encoded)]
     track_id: str | None = Field(default=None, max_length=256)
     events: tuple[EventName, ...] = Field(
         default=("completed", "failed", "cancelled", "timed_out"), max_length=len(get_args(EventName))
