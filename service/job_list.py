@@ -16,6 +16,7 @@ MAX_LIMIT = 100
 
 
 async def list_jobs(request: Request) -> Response:
+    """The key's most recent jobs, newest first (`?limit=`, at most 100)."""
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
     limit = int(bounded_float(request, "limit", 20, MAX_LIMIT))

@@ -14,6 +14,7 @@ from contract.job import JobSpec, WebhookSpec
 
 _AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_PATH_PARAMETER = re.compile(r"\{(\w+)(?::(\w+))?\}")
 _ERRORS = {
     "401": {
         "description": "missing or invalid API key",
@@ -38,17 +39,29 @@ def build_spec(routes: Sequence[BaseRoute] = ()) -> dict[str, Any]:
         raw_path = getattr(route, "path", None)
         if raw_path is None:
             continue
-        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", raw_path)  # "{index:int}" is "{index}" in OpenAPI
-        if path in spec["paths"]:
-            continue
+        path = _PATH_PARAMETER.sub(r"{\1}", raw_path)  # "{index:int}" is "{index}" in OpenAPI
+        documented = spec["paths"].setdefault(path, {})
         endpoint = getattr(route, "endpoint", None)
-        methods = sorted((getattr(route, "methods", None) or {"GET"}) - {"HEAD"})
         doc = (endpoint.__doc__ or "").strip().splitlines() if endpoint else []
         summary = doc[0] if doc else f"see {getattr(endpoint, '__module__', 'the README')}"
-        spec["paths"][path] = {
-            m.lower(): {"summary": summary, "responses": {"200": {"description": "see summary"}}} for m in methods
-        }
+        for method in sorted((getattr(route, "methods", None) or {"GET"}) - {"HEAD"}):
+            documented.setdefault(method.lower(), _described(summary, raw_path, method))
     return spec
+
+
+def _described(summary: str, raw_path: str, method: str) -> dict[str, Any]:
+    """A route documented by its summary: its path parameters, and a JSON object body for a POST."""
+    operation: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "see summary"}}}
+    parameters = [
+        {"name": name, "in": "path", "required": True,
+         "schema": {"type": "integer", "minimum": 0} if converter == "int" else {"type": "string"}}
+        for name, converter in _PATH_PARAMETER.findall(raw_path)
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if method == "POST":
+        operation["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    return operation
 
 
 def _native_spec() -> dict[str, Any]:
