@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from consumers.stream_history import StreamHistory
 from consumers.subscription import StreamItem, Subscription
 from consumers.topic_mirror import StartAt, TopicMirror
+from contract.errors import KafkaUnavailable
 from contract.events import Event, EventType
 from contract.serialization import decode
 from contract.settings import Settings
@@ -56,7 +57,7 @@ class StreamHub:
 
     async def start(self) -> None:
         """Connect and replay in the background; `wait_ready` tells when subscribers can be served."""
-        self._background.spawn(retry_forever(self._follow, "stream hub"))
+        self._background.spawn(self._follow())
 
     async def stop(self) -> None:
         await self._background.stop()
@@ -108,17 +109,18 @@ class StreamHub:
                 _discard(self._by_job, name, subscription)
 
     async def _follow(self) -> None:
-        """Replay the last `stream_replay_s`, then follow; raise why it stopped.
-
-        Run again after a failure, it replays again: the history skips what it already has.
-        """
-        try:
-            await self._mirror.start(StartAt.seconds_ago(self._settings.stream_replay_s))
-            self._ready.set()
-            log.info("stream hub ready", jobs=len(self.history))
-            await self._mirror.join()
-        finally:
+        """Replay the last `stream_replay_s`, then follow; when Kafka fails us, do both again
+        (the mirror logs why; the history skips what it already has)."""
+        while True:
+            await retry_forever(self._replay, "stream hub")
+            with suppress(KafkaUnavailable):
+                await self._mirror.join()
             await self._mirror.stop()
+
+    async def _replay(self) -> None:
+        await self._mirror.start(StartAt.seconds_ago(self._settings.stream_replay_s))
+        self._ready.set()
+        log.info("stream hub ready", jobs=len(self.history))
 
     def _apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
         try:
