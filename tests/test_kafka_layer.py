@@ -56,6 +56,8 @@ async def test_a_record_over_the_topics_size_limit_is_rejected_at_once(
     # The broker refuses it (MESSAGE_TOO_LARGE). Running into the deadline would be KafkaUnavailable.
     with pytest.raises(RecordRejected, match="MessageSizeTooLargeError"):
         await publish(producer, topic, b"x" * (4 * TOPIC_LIMIT_BYTES), b"k", what="a large record", within_s=120)
+    # The producer goes on: the next record to the same partition lands.
+    await publish(producer, topic, b"x" * 100, b"k", what="a small record", within_s=120)
 
 
 async def test_a_record_over_the_producers_size_limit_is_rejected_at_once(
