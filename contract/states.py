@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from contract.job import WebhookSpec
+from contract.job import EchoedInput, WebhookSpec
 
 
 class JobState(StrEnum):
@@ -77,7 +77,7 @@ class JobStatus(BaseModel):
     # What was asked, so every dialect can render its answer (ModelsLab `meta`, A1111 `parameters`)
     # from the status alone; `client_input` is the request as the client sent it (RunPod echoes it).
     spec: dict[str, Any] = Field(default_factory=dict)
-    client_input: dict[str, Any] | None = None
+    client_input: EchoedInput | None = None
     webhook: WebhookSpec | None = None
     retries: int = 0  # how often a failed or timed-out job was put back in the queue (RunPod /retry)
 
