@@ -73,7 +73,9 @@ async def enqueue(
 async def _acknowledged(
     producer: AIOKafkaProducer, topic: str, value: bytes | None, key: bytes | None, headers: Headers
 ) -> None:
-    await (await producer.send(topic, value, key=key, headers=list(headers) or None))
+    # Sent again when the acknowledgement reports a retriable error (an idempotent producer
+    # retries those itself, so this is for the rest).
+    await (await enqueue(producer, topic, value, key, headers))
 
 
 async def publish(
