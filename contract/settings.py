@@ -17,7 +17,9 @@ from contract.job import DEFAULT_MAX_JOB_WORK, MAX_ECHO_BYTES
 PREFIX = "EASEL_"
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
 # Shown as *** in repr, so settings can be logged.
-SECRET_FIELDS = ("api_keys", "dev_key", "url_secret", "webhook_secret", "webhook_key_secrets")
+SECRET_FIELDS = (
+    "api_keys", "dev_key", "url_secret", "webhook_secret", "webhook_key_secrets", "job_signing_secret"
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,14 @@ class Settings:
     job_timeout_s: float = 600.0
     # Previews: every N steps for jobs with `preview`; 0 = about ten per job.
     preview_every: int = 0
+    # A job that started this many times without ending (each start crashed or lost its runner) ends FAILED.
+    max_job_attempts: int = 3
+    # Key ids that jobs written straight to Kafka (not signed by the API) may name as owner; empty: any owner.
+    kafka_direct_owners: tuple[str, ...] = ()
+    # Shared by the API and the runners: the API signs the requests it writes, so runners tell them from direct ones.
+    job_signing_secret: str = ""
+    # TEST ONLY: 1 makes a runner exit hard after writing a job's terminal status, before committing it.
+    fault_after_terminal_status: int = 0
     # Live streams (WebSocket / SSE): the per-instance history rebuilt from the events topic, and per-connection limits.
     stream_replay_s: float = 3600.0
     stream_history_jobs: int = 5000
