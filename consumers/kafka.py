@@ -3,6 +3,9 @@
 Two kinds: a group member (the runners, the webhook dispatchers), which shares the work of its
 group and commits by hand after the work is done; and a mirror consumer (see `TopicMirror`), which
 belongs to no group and reads every partition of one topic.
+
+Both read committed records only: a runner writes each job's outcome in a Kafka transaction, and an
+aborted one (its runner crashed or was fenced before committing) must never be seen.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from aiokafka.errors import KafkaError
 from contract.settings import Settings
 
 log = structlog.get_logger(__name__)
+READ_COMMITTED = "read_committed"
 SESSION_TIMEOUT_MS = 10_000  # a member that stops heartbeating loses its partitions after this
 HEARTBEAT_INTERVAL_MS = 1_000
 REBALANCE_MARGIN_MS = 60_000  # on top of the longest piece of work a member may hold a partition for
@@ -80,6 +84,7 @@ def group_consumer(
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        isolation_level=READ_COMMITTED,
         **tuning,
     )
     consumer.subscribe(topics, listener=rebalance)
@@ -95,6 +100,7 @@ def mirror_consumer(settings: Settings, topic: str, client_id: str) -> AIOKafkaC
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        isolation_level=READ_COMMITTED,
     )
 
 
