@@ -11,9 +11,9 @@ import structlog
 
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
     renderer: structlog.typing.Processor
+    logger_factory: structlog.BytesLoggerFactory | structlog.PrintLoggerFactory
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        factory: structlog.typing.WrapperClass | None = None
         logger_factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
