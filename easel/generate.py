@@ -31,7 +31,9 @@ class Refused(Exception):
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("generate", help="generate images over HTTP with a live progress bar")
     parser.add_argument("prompt")
-    parser.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="image path; more images get -1, -2, ...")
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("out.png"), help="image path; more images get -1, -2, ..."
+    )
     parser.add_argument("--negative-prompt", default="")
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--height", type=int, default=1024)
@@ -41,9 +43,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--sampler", default="Euler", choices=SAMPLERS)
     parser.add_argument("--schedule", default="automatic", choices=SCHEDULES)
     parser.add_argument("--num-images", type=int, default=1)
-    parser.add_argument("--url", default=None, help="the API (default: EASEL_PUBLIC_URL or http://EASEL_HOST:EASEL_PORT)")
+    parser.add_argument(
+        "--url", default=None, help="the API (default: EASEL_PUBLIC_URL or http://EASEL_HOST:EASEL_PORT)"
+    )
     parser.add_argument("--key", default=None, help="API key (default: EASEL_DEV_KEY or $EASEL_HOME/dev-key)")
-    parser.add_argument("--execution-timeout", type=float, default=None, help="the job ends TIMED_OUT if it runs longer")
+    parser.add_argument(
+        "--execution-timeout", type=float, default=None, help="the job ends TIMED_OUT if it runs longer"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="stop waiting after this many seconds")
 
 
@@ -68,7 +74,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.execution_timeout is not None:
         body["execution_timeout_s"] = args.execution_timeout
     try:
-        return asyncio.run(asyncio.wait_for(_generate((args.url or settings.base_url).rstrip("/"), key, body, args.output), args.timeout))
+        return asyncio.run(
+            asyncio.wait_for(
+                _generate((args.url or settings.base_url).rstrip("/"), key, body, args.output), args.timeout
+            )
+        )
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -84,7 +94,10 @@ async def _generate(base_url: str, key: str, body: dict[str, Any], output: Path)
         with tqdm(total=body["steps"], unit="step", desc="queued", file=sys.stderr, dynamic_ncols=True) as bar:
             terminal = await _follow(session, base_url, job["id"], bar)
         if terminal["type"] != "completed":
-            print(f"job {job['id']} {terminal['type']}: {terminal['data'].get('error') or 'no reason given'}", file=sys.stderr)
+            print(
+                f"job {job['id']} {terminal['type']}: {terminal['data'].get('error') or 'no reason given'}",
+                file=sys.stderr,
+            )
             return EXIT_JOB_FAILED
         for index, out in enumerate(terminal["data"]["outputs"]):
             path = output if index == 0 else output.with_name(f"{output.stem}-{index}{output.suffix}")
@@ -102,7 +115,9 @@ async def _follow(session: aiohttp.ClientSession, base_url: str, job_id: str, ba
     last_seq = -1
     for _ in range(RECONNECTS):
         try:
-            async with session.ws_connect(ws_url, params={"since": str(last_seq), "previews": "false"}, heartbeat=30) as ws:
+            async with session.ws_connect(
+                ws_url, params={"since": str(last_seq), "previews": "false"}, heartbeat=30
+            ) as ws:
                 async for message in ws:
                     if message.type is not aiohttp.WSMsgType.TEXT:
                         break
