@@ -7,7 +7,6 @@ from contract.events import Event, EventType
 from contract.job import Job, JobSpec
 from contract.states import JobState, JobStatus, Output, Progress
 
-
 _ALLOWED: dict[JobState, frozenset[EventType]] = {
     JobState.IN_QUEUE: frozenset(EventType) - {EventType.QUEUED},
     # A redelivered job starts again: IN_PROGRESS may take `started` once more.
@@ -17,6 +16,7 @@ _ALLOWED: dict[JobState, frozenset[EventType]] = {
     JobState.TIMED_OUT: frozenset({EventType.QUEUED}),
 }
 RETRYABLE = frozenset({JobState.FAILED, JobState.TIMED_OUT})
+_TERMINAL_EVENT_OF = {event.state: event for event in EventType if event.is_terminal}
 
 
 def queued_status(job: Job, ts: float) -> JobStatus:
@@ -46,6 +46,25 @@ def job_of(status: JobStatus, ts: float) -> Job:
         dialect=status.dialect,
         client_input=status.client_input,
     )
+
+
+def terminal_event(status: JobStatus) -> Event:
+    """The terminal event that led to a terminal `status`, again (same seq), to publish it once more."""
+    event_type = _TERMINAL_EVENT_OF[status.state]
+    if event_type is EventType.COMPLETED:
+        outputs = [output.model_dump(mode="json") for output in status.outputs]
+        data: dict[str, object] = {
+            "outputs": outputs, "seeds": status.seeds, "nsfw_content_detected": status.nsfw_content_detected
+        }
+    else:
+        data = {"error": status.error or event_type.value}
+    ts = status.finished_at or status.updated_at
+    return Event(job_id=status.job_id, seq=status.seq, type=event_type, ts=ts, data=data)
+
+
+def slimmed(status: JobStatus) -> JobStatus:
+    """The status without what the client sent (its parameters and echoed request): the smallest it can be."""
+    return status.model_copy(update={"spec": {}, "client_input": None, "progress": None})
 
 
 def advance(status: JobStatus, event: Event) -> JobStatus:

@@ -11,9 +11,10 @@ import structlog
 
 from contract.blobs import CONTENT_TYPES, BlobStore, image_key
 from contract.catalog import Catalog
+from contract.errors import InvalidField
 from contract.events import EventType
 from contract.infotext import infotext
-from contract.job import MAX_SEED, Job, JobSpec
+from contract.job import MAX_SEED, Job, JobSpec, check_work_budget
 from gpu_runner.cancellations import CancelWatcher
 from gpu_runner.encoding import encode_image
 from gpu_runner.pipeline import LatentsCallback, SDXLGenerator
@@ -51,6 +52,7 @@ class JobExecution:
         timeout_s: float,
         preview_every: int = 0,
         catalog: Catalog | None = None,
+        max_job_work: int = 0,
     ) -> None:
         self.job = job
         self.writer = writer
@@ -61,6 +63,7 @@ class JobExecution:
         self.timeout_s = min(timeout_s, job.execution_timeout_s or timeout_s)
         self.preview_every = preview_every
         self.catalog = catalog or Catalog()
+        self.max_job_work = max_job_work
 
     async def run(self) -> EventType:
         """Emit every event of one attempt at the job; return the terminal event emitted."""
@@ -69,6 +72,7 @@ class JobExecution:
             self.writer.emit(stopped.event, {"error": stopped.reason})
             return stopped.event
         self.writer.emit(EventType.STARTED, {"runner_id": self.runner_id})
+        await self.writer.flush()  # the crash cap counts attempts from STARTED statuses that landed
         seeds = choose_seeds(job)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
@@ -110,7 +114,11 @@ class JobExecution:
             return JobStopped(EventType.CANCELLED, "cancelled before it started")
         if job.ttl_s is not None and time.time() - job.created_at > job.ttl_s:
             return JobStopped(EventType.TIMED_OUT, f"waited in the queue longer than its ttl of {job.ttl_s:g} s")
-        # The API checked this already; a job written straight to Kafka was not.
+        # The API checked these already; a job written straight to Kafka was not.
+        try:
+            check_work_budget(job, self.max_job_work)
+        except InvalidField as exc:
+            return JobStopped(EventType.FAILED, str(exc))
         if (problem := self.catalog.problem(job)) is not None:
             field, rule = problem
             value = getattr(job, field)

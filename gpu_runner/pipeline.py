@@ -127,7 +127,8 @@ class SDXLGenerator:
                 return self._generate_ensemble(job, common, split, on_step, on_latents)
         counter = StepCounter(job.steps, on_step, on_latents)
         order = getattr(pipe.scheduler, "order", 1)
-        result = pipe(**common, width=job.width, height=job.height, callback_on_step_end=counter.phase(order, job.steps))
+        callback = counter.phase(order, job.steps)
+        result = pipe(**common, width=job.width, height=job.height, callback_on_step_end=callback)
         return list(result.images)
 
     def check_safety(self, images: list[Image.Image]) -> tuple[list[Image.Image], list[bool]]:

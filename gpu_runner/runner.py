@@ -1,46 +1,64 @@
-"""The runner process: consume job requests in a group, run each, write its outcome, then commit.
+"""The runner process: consume job requests in a group, run each, and write its outcome exactly once.
 
-At-least-once: the offset is committed only after the terminal event and status are acknowledged.
-A job redelivered after a crash resumes its seq from the state view; one that already ended is
-skipped, so each job has exactly one visible outcome. Generation runs in a worker thread, so the
-consumer keeps heartbeating through long jobs.
+Every request ends in one Kafka transaction (gpu_runner/outcomes.py) holding what it led to (the
+terminal status and event, a dead letter) and the group's offset past it: a crash before the commit
+leaves nothing visible to read_committed readers and the request is read again; after it, never.
+Started and progress events are written at once, outside any transaction: they are not the outcome.
+
+A redelivered job resumes its seq from the state view. One that already ended has its terminal event
+published again with the same seq (readers dedupe by seq). One that started `max_job_attempts` times
+without ending crashed its runners that often: it fails without running again. Nothing but
+cancellation ends the consume loop: a write Kafka refuses for good fails the job, so does a bug in
+handling it, and while Kafka is away the runner waits and retries. Generation runs in a worker
+thread, so the consumer keeps heartbeating through long jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
+import sys
 import time
+from typing import TypeAlias
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from consumers.kafka import Partitions, Rebalance, commit, group_consumer
+from consumers.kafka import Partitions, Rebalance, group_consumer
 from consumers.state_view import StateView
 from contract.blobs import BlobStore
 from contract.catalog import Catalog
-from contract.events import EventType
+from contract.errors import RecordRejected, SettingsError
+from contract.events import Event, EventType
 from contract.job import JOB_ID_PATTERN, Job
-from contract.lifecycle import queued_status
-from contract.serialization import decode
+from contract.lifecycle import advance, queued_status, slimmed, terminal_event
+from contract.serialization import decode, encode, key
 from contract.settings import Settings
 from contract.states import JobState, JobStatus
-from contract.topics import Topics
+from contract.topics import Topics, signed_by_api
 from gpu_runner.cancellations import CancelWatcher
 from gpu_runner.execution import JobExecution
+from gpu_runner.outcomes import Fenced, Outcomes, Write
 from gpu_runner.pipeline import SDXLGenerator
-from producers import ensure_topics, open_producer, send_dead_letter
-from producers.events import EventWriter
+from producers import EventWriter, ensure_topics, open_producer
+from producers.dead_letters import dead_letter_headers
 
 log = structlog.get_logger(__name__)
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+FAULT_EXIT_CODE = 86  # the test-only fault hook's exit status
 
 
 class Runner:
     def __init__(self, settings: Settings, generator: SDXLGenerator) -> None:
+        if settings.kafka_direct_owners and not settings.job_signing_secret:
+            raise SettingsError(
+                "EASEL_KAFKA_DIRECT_OWNERS needs EASEL_JOB_SIGNING_SECRET (the API's) to tell its jobs from direct ones"
+            )
         self.settings = settings
         self.generator = generator
         self.topics = Topics(settings.topic_prefix)
@@ -49,6 +67,7 @@ class Runner:
         self.view = StateView(settings)
         self.cancels = CancelWatcher(settings)
         self.catalog = Catalog.from_settings(settings)
+        self.outcomes = Outcomes(settings, self.topics.runner_group)
         # Set when partitions are (re)assigned: their jobs may carry an earlier attempt's writes.
         self._assigned = asyncio.Event()
         # The partition of the job being run (None between jobs), and "no job running".
@@ -58,7 +77,8 @@ class Runner:
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
-        producer = await open_producer(self.settings, f"easel-runner-{self.runner_id}")
+        # Started and progress events: written at once, outside the outcome's transaction.
+        self.producer = await open_producer(self.settings, f"easel-runner-{self.runner_id}")
         consumer = group_consumer(
             self.settings,
             [self.topics.requests],
@@ -76,46 +96,150 @@ class Runner:
             await consumer.start()
             log.info("runner ready", runner_id=self.runner_id, device=self.generator.device)
             while True:
-                batches = await consumer.getmany(timeout_ms=1000, max_records=1)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._running = tp
-                        self._idle.clear()
-                        try:
-                            await self.handle(producer, record)
-                            # If a rebalance made this fail, the job is redelivered and then skipped as finished.
-                            await commit(consumer, {tp: record.offset + 1})
-                        finally:
-                            self._running = None
-                            self._idle.set()
+                try:
+                    await self._consume_one(consumer)
+                except Exception:  # never the end of the runner: the next poll may work
+                    log.exception("consuming failed; going on")
+                    await asyncio.sleep(1)
         finally:
             await consumer.stop()
             await self.cancels.stop()
             await self.view.stop()
-            await producer.stop()
+            await self.outcomes.stop()
+            await self.producer.stop()
 
-    async def handle(self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _consume_one(self, consumer: AIOKafkaConsumer) -> None:
+        batches = await consumer.getmany(timeout_ms=1000, max_records=1)
+        for tp, records in batches.items():
+            for record in records:
+                self._running = tp
+                self._idle.clear()
+                try:
+                    await self._settle(consumer, tp, record)
+                finally:
+                    self._running = None
+                    self._idle.set()
+
+    async def _settle(self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Record) -> None:
+        """Handle one request to its committed outcome, whatever happens short of cancellation."""
+        try:
+            await self.handle(record)
+        except Fenced:
+            log.warning("fenced: another runner took the partition; the job is theirs now", partition=tp.partition)
+            if tp in consumer.assignment():  # still ours (Kafka timed our transaction out): read it again
+                consumer.seek(tp, record.offset)
+        except Exception:
+            log.exception("handling a request failed; failing its job", offset=record.offset)
+            try:
+                await self._fail_unhandled(record)
+            except Exception:
+                log.exception("could not fail it either; it is read again after a restart", offset=record.offset)
+
+    async def handle(self, record: Record) -> None:
+        # Before reading any state: this fences the partition's earlier owner and aborts what it left open.
+        await self.outcomes.claim(record.partition)
         try:
             job = decode(Job, record.value or b"")
         except (ValidationError, ValueError) as exc:
-            await self._reject(producer, record, exc)
+            await self._reject(record, _describe(exc))
             return
         with structlog.contextvars.bound_contextvars(job_id=job.id, track_id=job.track_id):
             status = await self._current_status(job)
             if status.is_terminal:
-                log.info("job already finished, skipping redelivery", state=status.state)
+                log.info("job already finished: its terminal event again", state=status.state, seq=status.seq)
+                await self.outcomes.commit(record, [self._event_write(terminal_event(status))])
                 return
-            writer = EventWriter(producer, self.topics, status)
+            if (refusal := self._refusal(job, record)) is not None:
+                await self._fail(record, status, refusal, dead_letter=True)
+                return
+            if status.state is JobState.IN_PROGRESS and status.attempt >= self.settings.max_job_attempts:
+                await self._fail(record, status, f"crashed the runner {status.attempt} times", dead_letter=True)
+                return
+            await self._run(record, job, status)
+
+    async def _run(self, record: Record, job: Job, status: JobStatus) -> None:
+        writer = EventWriter(self.producer, self.topics, status)
+        try:
+            execution = JobExecution(
+                job, writer, self.generator, self.blobs, self.cancels, self.runner_id, self.settings.job_timeout_s,
+                preview_every=self.settings.preview_every, catalog=self.catalog,
+                max_job_work=self.settings.max_job_work,
+            )
+            await execution.run()
+            await writer.flush()  # every status before the outcome's: the state topic keeps the last one
+        finally:
+            await writer.close()
+        assert writer.outcome is not None, "a job execution ends with a terminal event"
+        event, final = writer.outcome
+        hook = _exit_hard if self.settings.fault_after_terminal_status else None
+        try:
+            await self.outcomes.commit(record, [self._status_write(final), self._event_write(event)], hook)
+        except RecordRejected as exc:
+            log.warning("the job's outcome was refused; failing the job", error=str(exc))
+            await self._fail(record, writer.before_outcome, "its outcome could not be stored", dead_letter=True)
+            return
+        log.info("job finished", outcome=event.type, seq=event.seq)
+
+    async def _fail(self, record: Record, status: JobStatus, reason: str, *, dead_letter: bool) -> None:
+        """End the job FAILED with `reason` (its request dead-lettered if asked), and commit past it.
+
+        Should Kafka refuse the status, a slimmed one (without the client's parameters) is tried; should
+        it refuse that too, the request is committed past anyway: the runner must not stop on it.
+        """
+        log.warning("job failed", reason=reason)
+        event = Event(job_id=status.job_id, seq=status.seq + 1, type=EventType.FAILED, data={"error": reason})
+        failed = advance(status, event)
+        dead = [Write(self.topics.dead_letters, record.value, record.key, dead_letter_headers(record, reason))]
+        tries = [
+            [self._status_write(failed), self._event_write(event), *(dead if dead_letter else [])],
+            [self._status_write(slimmed(failed)), self._event_write(event), *(dead if dead_letter else [])],
+            [self._status_write(slimmed(failed)), self._event_write(event)],
+        ]
+        for writes in tries:
             try:
-                execution = JobExecution(
-                    job, writer, self.generator, self.blobs, self.cancels, self.runner_id, self.settings.job_timeout_s,
-                    preview_every=self.settings.preview_every, catalog=self.catalog,
-                )
-                outcome = await execution.run()
-                await writer.flush()
-            finally:
-                await writer.close()
-            log.info("job finished", outcome=outcome, seq=writer.status.seq)
+                await self.outcomes.commit(record, writes)
+                return
+            except RecordRejected as exc:
+                log.warning("the job's failure was refused; trying a smaller one", error=str(exc))
+        log.error("no failure of this job could be stored; moving past it", offset=record.offset)
+        await self.outcomes.commit(record, [])
+
+    async def _reject(self, record: Record, reason: str) -> None:
+        """A message that is not a valid job: dead-letter it and, if it names a job, fail that job."""
+        log.warning("invalid job message dead-lettered", reason=reason, offset=record.offset)
+        job_id, owner = _identify(record.value or b"")
+        status = None if job_id is None else await self._status_of(job_id, owner)
+        if status is None or status.is_terminal:
+            dead = Write(self.topics.dead_letters, record.value, record.key, dead_letter_headers(record, reason))
+            await self.outcomes.commit(record, [dead])
+            return
+        await self._fail(record, status, reason, dead_letter=True)
+
+    async def _fail_unhandled(self, record: Record) -> None:
+        """After a bug in handling `record`: fail its job, if it names one, and dead-letter it."""
+        await self._reject(record, "internal error in the runner")
+
+    async def _status_of(self, job_id: str, owner: str) -> JobStatus:
+        await self.view.sync()
+        now = time.time()
+        return self.view.get(job_id) or JobStatus(
+            job_id=job_id, owner=owner, state=JobState.IN_QUEUE, seq=0, updated_at=now, created_at=now
+        )
+
+    def _refusal(self, job: Job, record: Record) -> str | None:
+        """Why a job may not run for its owner (None: it may). Jobs the API signed were checked by it."""
+        allowed = self.settings.kafka_direct_owners
+        if not allowed or job.owner in allowed:
+            return None
+        if signed_by_api(self.settings.job_signing_secret, record.value or b"", dict(record.headers)):
+            return None
+        return "owner not allowed"
+
+    def _status_write(self, status: JobStatus) -> Write:
+        return Write(self.topics.state, encode(status), key(status.job_id))
+
+    def _event_write(self, event: Event) -> Write:
+        return Write(self.topics.events, encode(event), key(event.job_id))
 
     async def _revoked(self, revoked: Partitions) -> None:
         """Keep a partition until its running job is finished and committed.
@@ -126,6 +250,7 @@ class Runner:
         if self._running in revoked:
             log.info("rebalance: finishing the running job before giving its partition up")
             await self._idle.wait()
+        await self.outcomes.release(tp.partition for tp in revoked)
 
     async def _on_assigned(self, assigned: Partitions) -> None:
         self._assigned.set()
@@ -143,32 +268,16 @@ class Runner:
             await self.view.sync()
         status = self.view.get(job.id)
         if status is not None and status.is_terminal:
-            await self.view.sync()  # before skipping it: a retry may have requeued it a moment ago
+            await self.view.sync()  # before calling it finished: a retry may have requeued it a moment ago
             status = self.view.get(job.id)
         return status or queued_status(job, job.created_at)
 
-    async def _reject(self, producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
-        """A message that is not a valid job: dead-letter it and, if it names a job, fail that job."""
-        reason = _describe(exc)
-        log.warning("invalid job message dead-lettered", reason=reason, offset=record.offset)
-        await send_dead_letter(producer, self.topics, record, reason)
-        job_id, owner = _identify(record.value or b"")
-        if job_id is None:
-            return
-        await self.view.sync()
-        current = self.view.get(job_id)
-        if current is not None and current.is_terminal:
-            return
-        now = time.time()
-        status = current or JobStatus(
-            job_id=job_id, owner=owner, state=JobState.IN_QUEUE, seq=0, updated_at=now, created_at=now
-        )
-        writer = EventWriter(producer, self.topics, status)  # status before event, as for every job
-        try:
-            writer.emit(EventType.FAILED, {"error": reason})
-            await writer.flush()
-        finally:
-            await writer.close()
+
+def _exit_hard() -> None:
+    """The test-only fault hook: die like a crash, between writing the terminal status and committing it."""
+    log.warning("fault injection: exiting between the terminal status and its commit")
+    sys.stdout.flush()
+    os._exit(FAULT_EXIT_CODE)
 
 
 def _describe(exc: Exception) -> str:

@@ -37,7 +37,7 @@ def ensemble_split(base: SchedulerMixin, refiner: SchedulerMixin, steps: int, sw
     for scheduler in (base, refiner):
         scheduler.set_timesteps(steps, device="cpu")
         train = scheduler.config.num_train_timesteps
-        cutoffs.append(int(round(train - switch * train)))
+        cutoffs.append(round(train - switch * train))
     base_count = int((base.timesteps >= cutoffs[0]).sum().item())
     refiner_count = int((refiner.timesteps < cutoffs[1]).sum().item())
     if refiner.order == 2 and refiner_count % 2 == 0 and refiner_count:

@@ -7,13 +7,24 @@ from aiokafka import AIOKafkaProducer
 from contract.settings import Settings
 
 DEFAULT_BATCH_BYTES = 16 * 1024  # aiokafka's own default
+# How long Kafka lets a transaction stay open before it aborts it. Ours hold one job's outcome and last
+# milliseconds; an open one holds every read_committed reader back, so one left by a crash must not last.
+TRANSACTION_TIMEOUT_MS = 20_000
 
 
 async def open_producer(
-    settings: Settings, client_id: str, *, linger_ms: int = 0, max_batch_bytes: int = DEFAULT_BATCH_BYTES
+    settings: Settings,
+    client_id: str,
+    *,
+    linger_ms: int = 0,
+    max_batch_bytes: int = DEFAULT_BATCH_BYTES,
+    transactional_id: str | None = None,
 ) -> AIOKafkaProducer:
     """A started producer. `linger_ms` and `max_batch_bytes` trade latency for throughput; they change
-    neither acks nor idempotence. The per-record cap (max_request_size) stays at Kafka's 1 MiB."""
+    neither acks nor idempotence. The per-record cap (max_request_size) stays at Kafka's 1 MiB.
+
+    With a `transactional_id`, starting it fences every earlier producer under that id and aborts the
+    transaction such a producer left open."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap,
         client_id=client_id,
@@ -21,6 +32,8 @@ async def open_producer(
         linger_ms=linger_ms,
         max_batch_size=max_batch_bytes,
         request_timeout_ms=int(settings.submit_timeout_s * 1000) + 5000,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
     )
     try:
         await producer.start()
