@@ -41,6 +41,10 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     dev_key: str = ""
     submit_timeout_s: float = 5.0
+    # A submit Kafka did not confirm in time goes on in the background this long; then its job ends FAILED.
+    submit_settle_s: float = 60.0
+    # /health/ready answers 503 when a Kafka-backed view has not been caught up with Kafka for this long.
+    health_max_lag_s: float = 15.0
     max_wait_s: float = 60.0
     # Signs public image URLs (ModelsLab `output`, RunPod `image_url`); shared by every API instance.
     url_secret: str = ""
