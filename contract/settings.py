@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from contract.deliveries import DEFAULT_WEBHOOK_BODY_BYTES
 from contract.errors import SettingsError
 from contract.job import DEFAULT_MAX_JOB_WORK, MAX_ECHO_BYTES
 
@@ -103,6 +104,9 @@ class Settings:
     webhook_partitions: int = 4
     webhook_dispatcher_id: str = ""
     webhook_metrics_port: int = 0
+    # Largest webhook body (JSON bytes; at most 448 KiB): larger ones have their echoed input (RunPod `input`), then
+    # their largest fields, replaced by {"truncated": true, "bytes": N}.
+    webhook_max_body_bytes: int = DEFAULT_WEBHOOK_BODY_BYTES
     # Logging.
     log_format: str = "console"
     log_level: str = "info"
