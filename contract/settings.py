@@ -19,7 +19,8 @@ PREFIX = "EASEL_"
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
 # Shown as *** in repr, so settings can be logged.
 SECRET_FIELDS = (
-    "api_keys", "dev_key", "url_secret", "webhook_secret", "webhook_key_secrets", "job_signing_secret"
+    "api_keys", "dev_key", "url_secret", "webhook_secret", "webhook_key_secrets", "job_signing_secret",
+    "kafka_password",
 )
 
 
@@ -32,6 +33,14 @@ class Settings:
     replication_factor: int = 1
     # Longest a consumer's fetch waits at the broker for new data; bounds the latency tail we measured.
     fetch_max_wait_ms: int = 100
+    # Kafka authentication: PLAINTEXT (the local broker), SASL_PLAINTEXT or SASL_SSL. With SASL, this process's
+    # user and password (compose gives each process its own) and the mechanism; with SASL_SSL, an optional PEM
+    # CA bundle that signed the broker's certificate (empty: the system's CAs).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = ""
+    kafka_ca_file: str = ""
     # Where the local broker, the tiny model and the blobs live.
     home: Path = Path(".easel")
     blob_dir: Path = Path(".easel/blobs")
