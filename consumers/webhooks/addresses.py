@@ -3,6 +3,12 @@
 Checked twice: when a job is submitted (so the client hears about it) and when the dispatcher
 connects (the resolver and the socket factory in `connector.py` vet the very addresses it dials,
 so a DNS answer that changed in between cannot sneak a private address in).
+
+Only an address is ever refused. A name that does not resolve is not an SSRF matter: at delivery it
+is UnresolvedHost, retried on the schedule like a refused connection (DNS fails transiently, EAI_AGAIN,
+and a receiver's name may not exist yet or come back: NXDOMAIN is retried too, the schedule bounds it).
+At submit, a name that does not exist (EAI_NONAME) is refused so the client hears of a typo at once;
+a transient failure lets the job through, since the dispatcher vets again when it connects.
 """
 
 from __future__ import annotations
@@ -10,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# host, port → the addresses the name resolves to (raises socket.gaierror or OSError when it does not).
+Lookup = Callable[[str, int], Awaitable[list[str]]]
+# getaddrinfo's answers meaning "no such name" (EAI_NODATA: the name exists but has no address; not on every OS).
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 # Named classes first, so the refusal says which rule applies; anything else not global is refused last.
 _CLASSES: tuple[tuple[str, IPNetwork], ...] = tuple(
@@ -53,9 +63,24 @@ class BlockedAddress(OSError):
     """
 
 
+class UnresolvedHost(OSError):
+    """The host's name did not resolve (DNS away or slow, or no such name). Retried like a refused connection."""
+
+    def __init__(self, host: str, cause: OSError) -> None:
+        super().__init__(cause.errno, f"{host} did not resolve: {cause.strerror or type(cause).__name__}")
+        self.no_such_name = isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_NAME
+
+
+async def system_lookup(host: str, port: int) -> list[str]:
+    """The system resolver (getaddrinfo, in the event loop's thread pool)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
 @dataclass(frozen=True)
 class AddressPolicy:
     allowed: tuple[IPNetwork, ...] = ()
+    lookup: Lookup = field(default=system_lookup, compare=False)
 
     @classmethod
     def from_cidrs(cls, cidrs: Iterable[str]) -> AddressPolicy:
@@ -92,16 +117,19 @@ class AddressPolicy:
         return host, port
 
     async def resolve(self, host: str, port: int) -> list[str]:
-        """Every address `host` resolves to, each vetted; refuses the host if any one is blocked."""
+        """Every address `host` resolves to, each vetted; refuses the host if any one is blocked.
+
+        UnresolvedHost when the name does not resolve (TimeoutError, when the lookup is cut short, passes as is).
+        """
         if _is_literal(host):
             self.check_address(host)
             return [host]
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            raise BlockedAddress(f"{host} does not resolve") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+            addresses = list(dict.fromkeys(await self.lookup(host, port)))
+        except TimeoutError:
+            raise
+        except OSError as exc:  # socket.gaierror, or the resolver's own failure
+            raise UnresolvedHost(host, exc) from exc
         for address in addresses:
             try:
                 self.check_address(address)
@@ -110,9 +138,16 @@ class AddressPolicy:
         return addresses
 
     async def vet_url(self, url: str) -> None:
-        """The submit-time check: scheme, host, and every address the host resolves to now."""
+        """The submit-time check: scheme, host, and every address the host resolves to now.
+
+        A name that does not exist is refused; one whose lookup failed for now passes (vetted again at delivery).
+        """
         host, port = self.check_url(url)
-        await self.resolve(host, port)
+        try:
+            await self.resolve(host, port)
+        except UnresolvedHost as exc:
+            if exc.no_such_name:
+                raise BlockedAddress(f"{host} does not resolve") from None
 
 
 def _is_literal(host: str) -> bool:

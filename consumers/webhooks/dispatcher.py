@@ -5,6 +5,11 @@ It reads the events topic (events → deliveries), the deliveries topic and ever
 simply sleeps. Offsets are committed up to the oldest record not yet finished, so a dispatcher
 killed at any moment resumes every pending delivery; at worst an attempt is repeated, with the
 same webhook-id. A partition with too many records in hand is paused until they drain.
+
+No record is dropped and none holds the commit point for good: an error of ours while routing an
+event or attempting a delivery counts as a failed attempt and is retried on the schedule (then
+dead-lettered); a record Kafka refuses for good is dead-lettered without its body; a record that
+cannot be read is dead-lettered as it came. While Kafka is away, writes wait for it.
 """
 
 from __future__ import annotations
@@ -26,18 +31,20 @@ from consumers.webhooks.addresses import AddressPolicy
 from consumers.webhooks.endpoints import Endpoints
 from consumers.webhooks.offsets import OffsetTracker
 from consumers.webhooks.outcomes import Outcomes
-from consumers.webhooks.router import Router
+from consumers.webhooks.router import MissingStatus, Router
 from consumers.webhooks.schedule import RetrySchedule
 from consumers.webhooks.sender import Attempt, Sender
 from consumers.webhooks.signing import Signer
 from consumers.webhooks.status_view import DeliveryView
 from consumers.webhooks.targets import Targets
 from consumers.webhooks.topics import ensure_webhook_topics
-from contract.deliveries import Delivery, DeliveryState
+from contract.deliveries import RECORD_KIND_HEADER, ROUTE_KIND, Delivery, DeliveryState, PendingRoute
+from contract.errors import KafkaUnavailable, RecordRejected
+from contract.events import Event
 from contract.serialization import decode, encode, key
 from contract.settings import Settings
 from contract.topics import Topics
-from producers import Background, open_producer, publish, retry_forever
+from producers import Background, open_producer, publish, retry_forever, send_dead_letter
 
 log = structlog.get_logger(__name__)
 HIGH_WATER = 2000  # records in hand per partition before it is paused
@@ -129,31 +136,63 @@ class Dispatcher:
 
     async def _handle(self, tp: TopicPartition, record: Record) -> None:
         try:
-            if record.topic == self.topics.events:
-                delivery = await self.router.route(record.value or b"")
-                if delivery is not None:
-                    await self._enqueue(delivery)
-            else:
-                await self._deliver(record)
+            await self._process(record)
         except asyncio.CancelledError:
             raise  # revoked or stopping: left open, so it is read again
-        except Exception:
-            log.exception("webhook record failed; skipped", topic=record.topic, offset=record.offset)
+        except Exception as exc:  # the retry path itself failed: keep the record, whole, as a dead letter
+            await self._last_resort(record, exc)
         self.tracker.closed(tp, record.offset)
+
+    async def _process(self, record: Record) -> None:
+        """Route an event, route one again, or attempt a delivery. Errors of ours are retried on the schedule."""
+        if record.topic == self.topics.events:
+            try:
+                event = decode(Event, record.value or b"")
+            except (ValidationError, ValueError):
+                log.warning("unreadable event skipped", offset=record.offset)  # no job to tell, no webhook to know
+                return
+            await self._route(PendingRoute(event=event, attempt=0))
+        elif (RECORD_KIND_HEADER, ROUTE_KIND) in record.headers:
+            pending = decode(PendingRoute, record.value or b"")
+            if (wait_s := pending.due_at - time.time()) > 0:
+                await asyncio.sleep(wait_s)
+            await self._route(pending)
+        else:
+            await self._deliver(decode(Delivery, record.value or b""))
+
+    async def _route(self, pending: PendingRoute) -> None:
+        try:
+            delivery = await self.router.route(pending.event, pending.attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug, a status not there yet, Kafka away: counted as a failed attempt
+            log.warning("webhook routing failed", job_id=pending.event.job_id, seq=pending.event.seq,
+                        error=repr(exc)[:200], exc_info=not isinstance(exc, MissingStatus | KafkaUnavailable))
+            await self.outcomes.route_failed(pending, f"internal: {type(exc).__name__}")
+            return
+        if delivery is not None:
+            await self._enqueue(delivery)
 
     async def _enqueue(self, delivery: Delivery) -> None:
         topic, value = self.topics.webhook_deliveries, encode(delivery)
-        await retry_forever(
-            lambda: publish(self.producer, topic, value, key(delivery.job_id), what="a webhook delivery"),
-            "queue a webhook delivery", delivery_id=delivery.id,
-        )
-
-    async def _deliver(self, record: Record) -> None:
         try:
-            delivery = decode(Delivery, record.value or b"")
-        except (ValidationError, ValueError):
-            log.warning("unreadable delivery skipped", topic=record.topic, offset=record.offset)
-            return
+            await retry_forever(
+                lambda: publish(self.producer, topic, value, key(delivery.job_id), what="a webhook delivery"),
+                "queue a webhook delivery", delivery_id=delivery.id,
+            )
+        except RecordRejected as exc:
+            await self.outcomes.refused(delivery, str(exc))
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        try:
+            await self._attempt(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours (e.g. no secret for this key) still counts as a failed try
+            log.exception("webhook attempt failed unexpectedly", job_id=delivery.job_id, delivery_id=delivery.id)
+            await self.outcomes.record(delivery, Attempt(error=f"internal: {type(exc).__name__}"))
+
+    async def _attempt(self, delivery: Delivery) -> None:
         # Fields passed explicitly rather than bound as contextvars: binding cost more per delivery than the log calls.
         ids = {"job_id": delivery.job_id, "track_id": delivery.track_id, "delivery_id": delivery.id}
         if (wait_s := delivery.due_at - time.time()) > 0:
@@ -165,12 +204,20 @@ class Dispatcher:
             log.info("webhook not sent: endpoint disabled", reason=reason, **ids)
             await self.outcomes.skip_disabled(delivery, reason)
             return
+        await self.outcomes.record(delivery, await self.sender.send(delivery))
+
+    async def _last_resort(self, record: Record, exc: Exception) -> None:
+        """A record that could not be read or whose failure could not be recorded: dead-lettered as it came."""
+        where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        log.error("webhook record dead-lettered as it came", error=repr(exc)[:200], exc_info=exc, **where)
+        reason = f"webhook dispatcher: {type(exc).__name__}"
         try:
-            attempt = await self.sender.send(delivery)
-        except Exception as exc:  # a bug of ours (e.g. no secret for this key) still counts as a failed try
-            log.exception("webhook attempt failed unexpectedly", **ids)
-            attempt = Attempt(error=f"internal: {type(exc).__name__}")
-        await self.outcomes.record(delivery, attempt)
+            await retry_forever(
+                lambda: send_dead_letter(self.producer, self.topics, record, reason), "dead-letter a webhook record"
+            )
+        except Exception:  # refused for good, or worse: nothing more can be done but say so
+            metrics.DELIVERIES.labels("lost").inc()
+            log.exception("webhook record lost", **where)
 
     def _delivered_before(self, delivery: Delivery) -> bool:
         status = self.statuses.get(delivery.id)

@@ -2,12 +2,16 @@
 
 A replay keeps the webhook-id and body, restarts the attempt count, re-enables the endpoints it
 sends to (after a 410), and is skipped for deliveries already replayed or delivered since, so
-running it twice sends nothing twice.
+running it twice sends nothing twice. A dead letter whose record Kafka refused carries no body
+(`dropped_body_bytes`): there is nothing to re-send, so it is listed in the log and left.
 """
 
 from __future__ import annotations
 
 import time
+
+import structlog
+from pydantic import ValidationError
 
 from consumers.topic_mirror import TopicMirror
 from consumers.webhooks.endpoints import enable
@@ -17,6 +21,8 @@ from contract.serialization import decode, encode, key
 from contract.settings import Settings
 from contract.topics import Topics
 from producers import open_producer, publish
+
+log = structlog.get_logger(__name__)
 
 
 async def replay(settings: Settings, job_id: str | None = None, url: str | None = None) -> list[Delivery]:
@@ -32,6 +38,10 @@ async def replay(settings: Settings, job_id: str | None = None, url: str | None 
         ]
     finally:
         await statuses.stop()
+    for bodiless in (d for d in chosen if d.dropped_body_bytes is not None):
+        log.warning("not replayable: its body was dropped when Kafka refused it", delivery_id=bodiless.id,
+                    job_id=bodiless.job_id, body_bytes=bodiless.dropped_body_bytes, reason=bodiless.error)
+    chosen = [d for d in chosen if d.dropped_body_bytes is None]
     producer = await open_producer(settings, "easel-webhook-replay")
     try:
         for endpoint in sorted({d.url for d in chosen}):
@@ -55,7 +65,11 @@ async def _dead_letters(settings: Settings, topics: Topics) -> dict[str, Deliver
     latest: dict[str, Delivery] = {}
 
     def apply(raw_key: bytes | None, raw_value: bytes | None) -> None:
-        delivery = decode(Delivery, raw_value or b"")
+        try:
+            delivery = decode(Delivery, raw_value or b"")
+        except (ValidationError, ValueError):
+            log.warning("unreadable webhook dead letter skipped")
+            return
         if (current := latest.get(delivery.id)) is None or delivery.replay >= current.replay:
             latest[delivery.id] = delivery
 

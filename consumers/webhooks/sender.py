@@ -1,7 +1,9 @@
 """One HTTP attempt at a delivery: signed, no redirects, bounded in time, in concurrency, per host.
 
-Only 2xx is success. A host's slots are taken before a global one, so deliveries queued behind a
-slow receiver hold no global slot and every other receiver keeps its pace.
+Only 2xx is success. Failing to connect, to resolve the host's name (`dns: ...`) or to get an answer
+in time is retried on the schedule; only the SSRF rules' refusal is final. A host's slots are taken
+before a global one, so deliveries queued behind a slow receiver hold no global slot and every other
+receiver keeps its pace.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class Attempt:
     status_code: int | None = None
     error: str | None = None
     retry_after_s: float | None = None
-    blocked: bool = False  # the SSRF rules refused the URL: never retried
+    blocked: bool = False  # the SSRF rules refused the URL or an address its name resolves to: never retried
     attempted: bool = True  # False when nothing was sent (the endpoint is disabled)
 
     @property
@@ -125,6 +127,8 @@ class Sender:
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddress):
                 return Attempt(error=str(exc.os_error), blocked=True)
+            if isinstance(exc, aiohttp.ClientConnectorDNSError):  # retried: DNS is not an SSRF decision
+                return Attempt(error=f"dns: {exc.os_error.strerror or exc.os_error}")
             return Attempt(error=f"connect: {exc.os_error.strerror or exc.os_error}")
         except TimeoutError:
             return Attempt(error="timeout: no answer in time")
