@@ -55,6 +55,15 @@ class StreamHub:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def alive(self) -> bool:
+        """Following the events topic now (it reconnects by itself when Kafka failed it)."""
+        return self._mirror.alive
+
+    def lag_s(self) -> float:
+        """Seconds since the hub last had every event on the topic (see TopicMirror.lag_s)."""
+        return self._mirror.lag_s()
+
     async def start(self) -> None:
         """Connect and replay in the background; `wait_ready` tells when subscribers can be served."""
         self._background.spawn(self._follow())

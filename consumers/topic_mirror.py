@@ -3,12 +3,13 @@
 The state view, the runner's cancel list, the dispatcher's lookups (webhook targets, disabled
 endpoints), the delivery view and the stream hub are such mirrors. A mirror starts from the
 topic's beginning or from a point in time (`StartAt`); `sync()` waits until everything written
-before the call has been applied.
+before the call has been applied. `alive` and `lag_s()` are its health, read without asking Kafka.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,22 @@ class TopicMirror:
         self._background = Background(f"mirror of {topic}")
         self._follower: asyncio.Task[None] | None = None
         self._stopped_by: Exception | None = None
+        # When (epoch ms) Kafka last answered a fetch of every partition with nothing left unapplied.
+        self._caught_up_ms: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether it follows the topic now: started, and its loop has not stopped."""
+        return self._follower is not None and not self._follower.done()
+
+    def lag_s(self) -> float:
+        """Seconds since it last knew it had applied everything on the topic (inf: never yet).
+
+        Grows while records wait to be applied, and while Kafka does not answer its fetches.
+        """
+        if self._caught_up_ms is None:
+            return math.inf
+        return max(0.0, time.time() - self._caught_up_ms / 1000)
 
     async def start(self, at: StartAt = BEGINNING) -> None:
         """Connect, read the topic from `at` to its current end, then keep following it in the background.
@@ -83,6 +100,7 @@ class TopicMirror:
         """
         if self._consumer is None:
             raise KafkaUnavailable(f"not following {self.topic}: not connected to Kafka")
+        asked_ms = int(time.time() * 1000)
         try:
             ends = await self._consumer.end_offsets(self._partitions)
         except KafkaError as exc:
@@ -91,6 +109,7 @@ class TopicMirror:
             self._progressed.clear()
             self._raise_if_stopped()
             await self._progressed.wait()
+        self._caught_up_ms = max(self._caught_up_ms or 0, asked_ms)  # caught up with the topic as it was then
 
     async def join(self) -> None:
         """Wait while the mirror follows the topic; raise KafkaUnavailable saying why it stopped."""
@@ -128,6 +147,17 @@ class TopicMirror:
                 consumer.seek(tp, found.offset)
             self._positions[tp] = await consumer.position(tp)
 
+    def _note_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        """Move the caught-up time to the oldest last fetch if every partition is applied up to its end."""
+        fetched_at = []
+        for tp in self._partitions:
+            end, at = consumer.last_stable_offset(tp), consumer.last_poll_timestamp(tp)  # read_committed's end
+            if end is None or at is None or self._positions.get(tp, 0) < end:
+                return
+            fetched_at.append(at)
+        if fetched_at:
+            self._caught_up_ms = max(self._caught_up_ms or 0, min(fetched_at))
+
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         try:
             while True:
@@ -141,6 +171,7 @@ class TopicMirror:
                     self._positions[tp] = records[-1].offset + 1
                 for tp in self._partitions:  # also moves past compacted gaps and transaction markers
                     self._positions[tp] = max(self._positions.get(tp, 0), await consumer.position(tp))
+                self._note_caught_up(consumer)
                 self._progressed.set()
         except Exception as exc:  # Kafka failed us: sync() and join() say so to whoever waits
             log.warning("stopped following a topic", topic=self.topic, error=repr(exc)[:200])

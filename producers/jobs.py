@@ -1,4 +1,11 @@
-"""Submitting jobs: the status and `queued` event first, then the request, each acknowledged by Kafka."""
+"""Submitting jobs: the status and `queued` event first, then the request, each acknowledged by Kafka.
+
+A submit Kafka does not confirm within the caller's timeout is not abandoned: it settles in the
+background, so the job either becomes a normal job or ends FAILED (`NOT_CONFIRMED`), and never stays
+IN_QUEUE without its request. The request is handed to the producer only within `settle_s` of the
+submit; once handed over, the idempotent producer retries it until Kafka takes it or refuses it for
+good, so that answer is awaited without a bound.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +14,62 @@ import time
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
-from contract.errors import QueueError
+from contract.errors import KafkaUnavailable, QueueError, RecordRejected
 from contract.events import Event, EventType
 from contract.job import Job
 from contract.lifecycle import advance, job_of, queued_status
 from contract.serialization import encode, key
 from contract.states import JobStatus
-from contract.topics import Topics
-from producers.publish import deadline, enqueue, publish
+from contract.topics import SIGNATURE_HEADER, Topics, request_signature
+from producers.background import Background
+from producers.publish import Headers, deadline, enqueue, publish, queue_error
+from producers.retry import retry_forever
 
 log = structlog.get_logger(__name__)
+# The reason a job ends FAILED with when Kafka did not take its request.
+NOT_CONFIRMED = "submission was not confirmed by Kafka; not run"
+
+
+class SubmitUnconfirmed(KafkaUnavailable):
+    """Kafka did not confirm the submit in time. It goes on in the background: the job runs, or ends FAILED."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Kafka did not confirm job {job_id} in time")
+        self.job_id = job_id
+
+
+class SubmitRefused(RecordRejected):
+    """Kafka refused one of the job's records for good. The job never runs; it ends FAILED where Kafka allows."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Kafka refused a record of job {job_id}")
+        self.job_id = job_id
 
 
 class JobProducer:
-    def __init__(self, producer: AIOKafkaProducer, topics: Topics, timeout_s: float) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        timeout_s: float,
+        settle_s: float,
+        signing_secret: str = "",
+    ) -> None:
         self._producer = producer
         self._topics = topics
         self._timeout_s = timeout_s
+        self._settle_s = settle_s
+        self._signing_secret = signing_secret
+        self._settling = Background("job submissions")
+
+    async def stop(self) -> None:
+        """Stop settling submits still in flight (a shutdown: one whose request was not sent may stay IN_QUEUE)."""
+        await self._settling.stop()
 
     async def submit(self, job: Job) -> JobStatus:
-        """Return once Kafka acknowledged the job; raise KafkaUnavailable or RecordRejected otherwise."""
+        """Return once Kafka acknowledged the job; raise SubmitUnconfirmed or SubmitRefused otherwise."""
         now = time.time()
         status = queued_status(job, now)
         await self._publish(job, status, Event(job_id=job.id, seq=0, type=EventType.QUEUED, ts=now))
@@ -47,18 +89,70 @@ class JobProducer:
         return requeued
 
     async def _publish(self, job: Job, status: JobStatus, queued: Event) -> None:
-        """The IN_QUEUE status and `queued` event first, then the request.
+        settling = self._settling.spawn(self._settle(job, status, queued))
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                refused = await asyncio.shield(settling)
+        except TimeoutError:
+            log.warning("submit not confirmed in time; settling it in the background", job_id=job.id)
+            raise SubmitUnconfirmed(job.id) from None
+        if refused is not None:
+            raise SubmitRefused(job.id) from refused
+
+    async def _settle(self, job: Job, status: JobStatus, queued: Event) -> QueueError | None:
+        """Queue the job or, failing that, end it FAILED; the error that made it fail, if any.
+
+        Runs to its end whether or not the client still waits.
+        """
+        try:
+            await self._queue(job, status, queued)
+        except QueueError as exc:
+            log.warning("submit failed; ending the job FAILED", job_id=job.id, error=repr(exc.__cause__ or exc)[:200])
+            self._settling.spawn(self._compensate(status))
+            return exc
+        return None
+
+    async def _queue(self, job: Job, status: JobStatus, queued: Event) -> None:
+        """The IN_QUEUE status and `queued` event, then the request once both are acknowledged.
 
         A runner only sees the request after the status is on the compacted state topic, so this
         status can never land after the runner's IN_PROGRESS and overwrite it.
         """
         job_key = key(job.id)
+        request = encode(job)
+        async with deadline(self._settle_s, "the job"):
+            state_ack = await enqueue(self._producer, self._topics.state, encode(status), job_key)
+            event_ack = await enqueue(self._producer, self._topics.events, encode(queued), job_key)
+            await asyncio.wait((state_ack, event_ack))  # cancelled by the deadline, it leaves the sends be
+            for ack in (state_ack, event_ack):
+                ack.result()  # raises what Kafka answered, if it refused
+            request_ack = await enqueue(self._producer, self._topics.requests, request, job_key, self._signed(request))
         try:
-            async with deadline(self._timeout_s, "the job"):
-                state_ack = await enqueue(self._producer, self._topics.state, encode(status), job_key)
-                event_ack = await enqueue(self._producer, self._topics.events, encode(queued), job_key)
-                await asyncio.gather(state_ack, event_ack)
-                await publish(self._producer, self._topics.requests, encode(job), job_key, what="the job")
-        except QueueError as exc:
-            log.warning("submit failed", job_id=job.id, track_id=job.track_id, error=repr(exc.__cause__))
-            raise
+            await request_ack
+        except KafkaError as exc:
+            raise queue_error(exc, "the job") from exc
+
+    def _signed(self, request: bytes) -> Headers:
+        """The API's signature, by which runners tell its requests from ones written straight to Kafka."""
+        if not self._signing_secret:
+            return ()
+        return ((SIGNATURE_HEADER, request_signature(self._signing_secret, request)),)
+
+    async def _compensate(self, status: JobStatus) -> None:
+        """End the job FAILED, its status before its event as every writer does, retrying until Kafka takes both.
+
+        Written after the job's own records, by the same producer, on the same partitions: they stay in order.
+        """
+        failed = Event(job_id=status.job_id, seq=status.seq + 1, type=EventType.FAILED, data={"error": NOT_CONFIRMED})
+        final, job_key = encode(advance(status, failed)), key(status.job_id)
+
+        async def write() -> None:
+            await publish(self._producer, self._topics.state, final, job_key, what="the job's failure")
+            await publish(self._producer, self._topics.events, encode(failed), job_key, what="the job's failure")
+
+        try:
+            await retry_forever(write, "ending an unconfirmed job FAILED", job_id=status.job_id)
+        except RecordRejected:
+            log.error("Kafka refused to end an unconfirmed job FAILED", job_id=status.job_id)
+            return
+        log.info("unconfirmed job ended FAILED", job_id=status.job_id)

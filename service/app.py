@@ -21,7 +21,7 @@ from service import a1111_api, modelslab_api, runpod_api, skidio_api
 from service.auth import ApiKeys
 from service.errors import EXCEPTION_HANDLERS, UnexpectedErrors
 from service.file_urls import get_file
-from service.health import health
+from service.health import health, live, ready
 from service.jobs import cancel_job, get_image, get_job, submit_job
 from service.kafka_link import KafkaLink
 from service.live import LIVE_ROUTES, start_stream_hub
@@ -31,12 +31,16 @@ from service.state import AppState
 from service.stream_slots import StreamSlots
 from service.webhooks import start_delivery_view
 
+STARTUP_WAIT_S = 10.0  # for Kafka, then the stream hub; the API starts anyway, answering 503 until they are ready
+
 ROUTES = [
     Route("/v1/jobs", submit_job, methods=["POST"]),
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/v1/jobs/{job_id}/images/{index:int}", get_image, methods=["GET"]),
     Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
+    Route("/health/live", live, methods=["GET"]),
+    Route("/health/ready", ready, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/files/{job_id}/{index:int}", get_file, methods=["GET"]),
@@ -75,7 +79,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         kafka = KafkaLink(settings)
-        await kafka.start(wait_s=10.0)
+        await kafka.start(wait_s=STARTUP_WAIT_S)
         app.state.easel = AppState(
             settings=settings,
             keys=ApiKeys(settings.all_keys),
@@ -85,6 +89,8 @@ def create_app(settings: Settings) -> Starlette:
         )
         app.state.openapi = build_spec(app.routes)
         app.state.streams = await start_stream_hub(app.state.easel)
+        if kafka.ready:  # then the hub is a moment away: start ready (/health/ready) when it is
+            await app.state.streams.wait_ready(STARTUP_WAIT_S)
         app.state.webhook_deliveries = start_delivery_view(settings)
         try:
             yield

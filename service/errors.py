@@ -1,8 +1,16 @@
 """Errors become responses in the dialect of the route they happened on. Never a traceback.
 
-Routes and helpers raise `contract.errors.ClientError`s and let `KafkaUnavailable` propagate; the handlers
-here pick the dialect by the path's prefix and answer with its `error_answer`. Anything else is a 500 in
-that dialect's shape, logged once with its traceback.
+Routes and helpers raise `contract.errors.ClientError`s and let `QueueError`s (Kafka failed us) propagate;
+the handlers here pick the dialect by the path's prefix and answer with its `error_answer`. Anything else
+is a 500 in that dialect's shape, logged once with its traceback.
+
+When Kafka fails a client's request the answer says exactly what became of it, in the dialect's shape
+for a Kafka outage (503) or an internal error (500), with the message replaced:
+- Kafka unavailable: nothing happened; retry later (503, Retry-After).
+- A submit not confirmed in time (SubmitUnconfirmed): the job goes on in the background and either runs
+  or ends FAILED; the message names the job and where to follow it (503, X-Job-Id).
+- A record Kafka refused for good (RecordRejected): the request was valid, sending it again cannot help
+  (500; X-Job-Id for a submit, whose job never runs).
 """
 
 from __future__ import annotations
@@ -18,28 +26,50 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contract.errors import ClientError, InvalidField, KafkaUnavailable, MethodNotAllowed, NotFound
+from contract.errors import (
+    INTERNAL_MESSAGE,
+    UNAVAILABLE_MESSAGE,
+    ClientError,
+    InvalidField,
+    KafkaUnavailable,
+    MethodNotAllowed,
+    NotFound,
+    QueueError,
+    RecordRejected,
+)
 from dialects import a1111, modelslab, native, runpod, skidio
+from producers.jobs import NOT_CONFIRMED, SubmitRefused, SubmitUnconfirmed
 
 log = structlog.get_logger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
 ErrorAnswer = Callable[[Exception], tuple[int, Any]]
 
-# Each dialect's routes (service/app.py) start with its prefix; every other path is native.
-DIALECT_PREFIXES: tuple[tuple[str, ErrorAnswer], ...] = (
-    ("/api/v6", modelslab.error_answer),
-    ("/v2", runpod.error_answer),
-    ("/sdapi/v1", a1111.error_answer),
-    ("/api/txt2img", skidio.error_answer),
+# Each dialect's routes (service/app.py) start with its prefix; every other path is native. With each, where
+# its clients read a job's status (A1111 has no such route: the native one serves the same keys).
+DIALECT_PREFIXES: tuple[tuple[str, ErrorAnswer, str], ...] = (
+    ("/api/v6", modelslab.error_answer, "POST /api/v6/realtime/fetch/{job_id}"),
+    ("/v2", runpod.error_answer, "GET /v2/{endpoint}/status/{job_id}"),
+    ("/sdapi/v1", a1111.error_answer, "GET /v1/jobs/{job_id}"),
+    ("/api/txt2img", skidio.error_answer, "GET /api/txt2img/status?job_id={job_id}"),
 )
+NATIVE = ("", native.error_answer, "GET /v1/jobs/{job_id}")
 UNAVAILABLE_RETRY_AFTER_S = 5
+REFUSED_MESSAGE = (
+    "Kafka refused to store this request for good (for example: it is over Kafka's size limit, or the API is not "
+    "authorised to write). The request was valid, but sending it again will not help; the API's log has the cause."
+)
+
+
+def _dialect(path: str) -> tuple[str, ErrorAnswer, str]:
+    for dialect in DIALECT_PREFIXES:
+        prefix = dialect[0]
+        if path == prefix or path.startswith(prefix + "/"):
+            return dialect
+    return NATIVE
 
 
 def error_answer_for(path: str) -> ErrorAnswer:
-    for prefix, answer in DIALECT_PREFIXES:
-        if path == prefix or path.startswith(prefix + "/"):
-            return answer
-    return native.error_answer
+    return _dialect(path)[1]
 
 
 def error_response(path: str, error: Exception) -> Response:
@@ -47,10 +77,50 @@ def error_response(path: str, error: Exception) -> Response:
     headers = error.headers if isinstance(error, ClientError) else None
     if isinstance(error, KafkaUnavailable):
         headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
+    if isinstance(error, SubmitUnconfirmed | SubmitRefused):
+        headers = {**(headers or {}), "X-Job-Id": error.job_id}
+    if isinstance(error, QueueError) and (message := _queue_message(path, error)) is not None:
+        generic = UNAVAILABLE_MESSAGE if isinstance(error, KafkaUnavailable) else INTERNAL_MESSAGE
+        body = _reworded(body, generic, message)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _queue_message(path: str, error: QueueError) -> str | None:
+    """What became of the client's request, when it is more than "Kafka is unavailable"."""
+    if isinstance(error, SubmitUnconfirmed | SubmitRefused):
+        route = _status_route(path, error.job_id)
+        if isinstance(error, SubmitRefused):
+            return f"{REFUSED_MESSAGE} Job {error.job_id} will not run; it ends FAILED ({route})."
+        return (
+            f"Kafka did not confirm job {error.job_id} in time, but the job was not dropped: it either runs as usual "
+            f"or ends FAILED with the error {NOT_CONFIRMED!r}. Follow it at {route} (unknown for a moment until "
+            "Kafka has it); submit it again only if it ends FAILED."
+        )
+    if isinstance(error, RecordRejected):
+        return REFUSED_MESSAGE
+    return None
+
+
+def _status_route(path: str, job_id: str) -> str:
+    """Where the dialect's clients read the job's status (RunPod's names the endpoint the request named)."""
+    parts = path.split("/")
+    return _dialect(path)[2].format(job_id=job_id, endpoint=parts[2] if len(parts) > 2 else "")
+
+
+def _reworded(body: Any, generic: str, message: str) -> Any:
+    """The dialect's body with its generic message replaced wherever it appears (A1111 repeats it)."""
+    if isinstance(body, str):
+        return body.replace(generic, message)
+    if isinstance(body, dict):
+        return {name: _reworded(value, generic, message) for name, value in body.items()}
+    if isinstance(body, list):
+        return [_reworded(value, generic, message) for value in body]
+    return body
+
+
 async def _handle(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, RecordRejected):  # the operator's to fix: said once, with Kafka's reason
+        log.error("Kafka refused a record", path=request.url.path, error=str(exc), cause=repr(exc.__cause__)[:300])
     return error_response(request.url.path, exc)
 
 
@@ -62,7 +132,7 @@ async def _handle_routing(request: Request, exc: Exception) -> Response:
 
 
 # For Starlette(exception_handlers=...). Unexpected exceptions are `UnexpectedErrors`' (see there why).
-EXCEPTION_HANDLERS = {ClientError: _handle, KafkaUnavailable: _handle, HTTPException: _handle_routing}
+EXCEPTION_HANDLERS = {ClientError: _handle, QueueError: _handle, HTTPException: _handle_routing}
 
 
 class UnexpectedErrors:

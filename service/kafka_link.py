@@ -12,6 +12,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from consumers.state_view import StateView
+from consumers.topic_mirror import TopicMirror
 from contract.errors import KafkaUnavailable
 from contract.settings import Settings
 from contract.topics import Topics
@@ -45,6 +46,11 @@ class KafkaLink:
             raise KafkaUnavailable("not connected to Kafka yet")
         return self._view
 
+    @property
+    def view_mirror(self) -> TopicMirror | None:
+        """The state view's mirror, for its health (StateView does not expose it yet)."""
+        return self._view._mirror if self._view is not None else None
+
     async def start(self, wait_s: float = 0.0) -> None:
         """Start connecting; wait up to `wait_s` for the link to be ready, then go on regardless."""
         connecting = self._background.spawn(retry_forever(self._connect, "API link", bootstrap=self.settings.bootstrap))
@@ -53,6 +59,8 @@ class KafkaLink:
 
     async def stop(self) -> None:
         await self._background.stop()
+        if self._jobs is not None:
+            await self._jobs.stop()
         if self._view is not None:
             await self._view.stop()
         if self.producer is not None:
@@ -68,5 +76,8 @@ class KafkaLink:
             await producer.stop()
             raise
         self.producer, self._view = producer, view
-        self._jobs = JobProducer(producer, self.topics, self.settings.submit_timeout_s)
+        settings = self.settings
+        self._jobs = JobProducer(
+            producer, self.topics, settings.submit_timeout_s, settings.submit_settle_s, settings.job_signing_secret
+        )
         log.info("connected to Kafka", bootstrap=self.settings.bootstrap)

@@ -24,10 +24,47 @@ _ERRORS = {
         "description": "no such job for this key",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     },
-    "503": {
-        "description": "Kafka is unavailable; nothing was queued",
+    "500": {
+        "description": "Kafka refused a record for good; the request was valid, sending it again will not help "
+        "(a submit's job never runs: X-Job-Id names it)",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     },
+    "503": {
+        "description": "Kafka is unavailable. Nothing was done, except for a submit Kafka did not confirm in time: "
+        "X-Job-Id names its job, which goes on in the background and either runs or ends FAILED",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    },
+}
+_HEALTH_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "status": {"enum": ["ok", "unavailable"]},
+                "kafka": {"enum": ["connected", "unreachable"]},
+                "parts": {
+                    "type": "object",
+                    "description": "producer, state_view, stream_hub: each {ok, following, lag_s, problem}",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {
+                            "ok": {"type": "boolean"},
+                            "following": {"type": "boolean"},
+                            "lag_s": {"type": ["number", "null"]},
+                            "problem": {"type": "string"},
+                        },
+                        "required": ["ok"],
+                    },
+                },
+                "jobs_known": {"type": "integer"},
+            },
+            "required": ["status", "kafka", "parts"],
+        }
+    }
+}
+_HEALTH = {
+    "200": {"description": "ready", "content": _HEALTH_BODY},
+    "503": {"description": "not ready: `parts` says which part and why", "content": _HEALTH_BODY},
 }
 _STATUS = {"application/json": {"schema": {"$ref": "#/components/schemas/JobStatus"}}}
 
@@ -158,8 +195,20 @@ def _native_spec() -> dict[str, Any]:
             },
             "/health": {
                 "get": {
-                    "summary": "200 when connected to Kafka, 503 when not",
-                    "responses": {"200": {"description": "ok"}, "503": {"description": "degraded"}},
+                    "summary": "Readiness (as /health/ready) plus jobs_known",
+                    "responses": {"200": _HEALTH["200"], "503": _HEALTH["503"]},
+                }
+            },
+            "/health/live": {
+                "get": {
+                    "summary": "Liveness: 200 whenever the process answers; never asks Kafka",
+                    "responses": {"200": {"description": "the process serves requests"}},
+                }
+            },
+            "/health/ready": {
+                "get": {
+                    "summary": "Readiness: 200 only when Kafka is connected and every view is caught up",
+                    "responses": {"200": _HEALTH["200"], "503": _HEALTH["503"]},
                 }
             },
             "/metrics": {

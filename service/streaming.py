@@ -13,7 +13,6 @@ from enum import IntEnum
 from typing import Any
 
 import orjson
-from aiokafka.errors import KafkaError
 from starlette.requests import HTTPConnection
 
 from consumers.stream_hub import StreamHub
@@ -106,7 +105,7 @@ async def authorize(app: AppState, hub: StreamHub, job_id: str, owner: str) -> J
     if hub.last_seq(job_id) < status.seq:  # the state view is ahead of the hub: let it catch up
         try:
             await asyncio.wait_for(hub.sync(), app.settings.submit_timeout_s)
-        except (TimeoutError, RuntimeError, KafkaError):
+        except TimeoutError:
             raise KafkaUnavailable("the stream hub could not catch up") from None
     return status
 

@@ -1,6 +1,6 @@
 """What every dialect's routes share: build a job, enqueue it, find it, wait for it, read its images.
 
-Each raises a `contract.errors.ClientError` (rendered in the route's dialect) or `KafkaUnavailable`.
+Each raises a `contract.errors.ClientError` (rendered in the route's dialect) or a `QueueError` (Kafka failed us).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka.errors import KafkaError
-
 from consumers.state_view import StateView
 from contract.blobs import BlobStore
 from contract.control import ControlCommand
@@ -20,6 +18,7 @@ from contract.errors import BodyTooLarge, KafkaUnavailable, NotFound, QueueFull
 from contract.job import Job, WebhookSpec, check_work_budget, echo_size, new_job_id
 from contract.serialization import encode, key
 from contract.states import JobState, JobStatus
+from producers.publish import publish
 from service.errors import validated
 from service.state import AppState
 from service.webhooks import vet_webhook
@@ -87,7 +86,7 @@ async def caught_up(app: AppState) -> StateView:
     view = app.kafka.view
     try:
         await asyncio.wait_for(view.sync(), app.settings.submit_timeout_s)
-    except (KafkaError, TimeoutError):
+    except TimeoutError:
         raise KafkaUnavailable("the state view could not catch up") from None
     return view
 
@@ -121,11 +120,8 @@ async def request_cancel(app: AppState, job_id: str) -> None:
     if producer is None:
         raise KafkaUnavailable("not connected to Kafka yet")
     command = ControlCommand(job_id=job_id, action="cancel")
-    try:
-        async with asyncio.timeout(app.settings.submit_timeout_s):
-            await (await producer.send(app.kafka.topics.control, encode(command), key=key(job_id)))
-    except (KafkaError, TimeoutError) as exc:
-        raise KafkaUnavailable("Kafka did not acknowledge the cancel") from exc
+    await publish(producer, app.kafka.topics.control, encode(command), key(job_id), what="the cancel",
+                  within_s=app.settings.submit_timeout_s)
 
 
 def images_base64(app: AppState, status: JobStatus) -> list[str]:
