@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from contract.settings import Settings
+from producers.kafka_security import client_security
 
 log = structlog.get_logger(__name__)
 READ_COMMITTED = "read_committed"
@@ -86,6 +87,7 @@ def group_consumer(
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         isolation_level=READ_COMMITTED,
         **tuning,
+        **client_security(settings),
     )
     consumer.subscribe(topics, listener=rebalance)
     return consumer
@@ -101,6 +103,7 @@ def mirror_consumer(settings: Settings, topic: str, client_id: str) -> AIOKafkaC
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         isolation_level=READ_COMMITTED,
+        **client_security(settings),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiokafka import AIOKafkaProducer
 
 from contract.settings import Settings
+from producers.kafka_security import client_security
 
 DEFAULT_BATCH_BYTES = 16 * 1024  # aiokafka's own default
 # How long Kafka lets a transaction stay open before it aborts it. Ours hold one job's outcome and last
@@ -34,6 +35,7 @@ async def open_producer(
         request_timeout_ms=int(settings.submit_timeout_s * 1000) + 5000,
         transactional_id=transactional_id,
         transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+        **client_security(settings),
     )
     try:
         await producer.start()

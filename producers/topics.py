@@ -7,6 +7,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contract.settings import Settings
 from contract.topics import Topics, TopicSpec
+from producers.kafka_security import client_security
 
 TOPIC_ALREADY_EXISTS = 36
 log = structlog.get_logger(__name__)
@@ -15,7 +16,9 @@ log = structlog.get_logger(__name__)
 async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> None:
     """Create the job topics (or the given `specs`) that do not exist yet, with their configs."""
     wanted = specs if specs is not None else Topics(settings.topic_prefix).specs(settings.request_partitions)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="easel-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap, client_id="easel-admin", **client_security(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
