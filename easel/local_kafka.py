@@ -4,6 +4,10 @@
 configuration, formats the storage once, starts the JVM, waits until the broker answers, and
 stops it with SIGTERM (a controlled shutdown). A broker that dies while starting fails fast with
 the tail of its log.
+
+`make run` and the tests use a PLAINTEXT broker on loopback. With `scram`, the broker takes compose's security
+instead (kafka/broker.properties: SASL/SCRAM, the StandardAuthorizer, admin as the super user), so the tests
+can prove the ACLs compose applies (kafka/acls.sh).
 """
 
 from __future__ import annotations
@@ -16,16 +20,24 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError
 
+from contract.settings import Settings
+from producers.kafka_security import client_security
+
 REPO = Path(__file__).resolve().parent.parent
 LOG4J = REPO / "kafka" / "log4j.properties"
+COMPOSE_BROKER = REPO / "kafka" / "broker.properties"
 START_TIMEOUT_S = 120.0
+ADMIN = "admin"  # compose's super user; the broker authenticates to itself as admin
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 
-SERVER_PROPERTIES = """\
+PLAINTEXT_LISTENERS = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
@@ -34,6 +46,18 @@ advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+"""
+# After kafka/broker.properties (a later line wins): its listeners on loopback, and the secrets compose passes in.
+SCRAM_LISTENERS = """\
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=INTERNAL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=INTERNAL://127.0.0.1:{port}
+listener.name.internal.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule \
+required username="admin" password="{admin_password}";
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+required username="admin" password="{admin_password}" user_admin="{admin_password}";
+"""
+LOCAL_TUNING = """\
 log.dirs={data_dir}
 num.partitions=1
 default.replication.factor=1
@@ -54,14 +78,34 @@ class BrokerError(RuntimeError):
     """The local broker could not be started."""
 
 
+@dataclass(frozen=True)
+class Scram:
+    """SCRAM users (name -> password, admin among them) created when the storage is formatted."""
+
+    users: Mapping[str, str]
+
+    def settings(self, user: str, bootstrap: str) -> Settings:
+        """The settings of a client that connects as `user`."""
+        return Settings(
+            kafka_bootstrap=bootstrap,
+            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_sasl_mechanism=SCRAM_MECHANISM,
+            kafka_username=user,
+            kafka_password=self.users[user],
+        )
+
+
 class LocalKafka:
-    def __init__(self, home: Path, port: int = 19092, controller_port: int = 19093) -> None:
+    def __init__(
+        self, home: Path, port: int = 19092, controller_port: int = 19093, *, scram: Scram | None = None
+    ) -> None:
         self.root = home.resolve() / "kafka"
         self.libs = self.root / "libs"
         self.data_dir = self.root / f"data-{port}"
         self.log_file = self.root / f"broker-{port}.log"
         self.port = port
         self.controller_port = controller_port
+        self.scram = scram
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,11 +116,10 @@ class LocalKafka:
         if not any(self.libs.glob("kafka_2.13-*.jar")):
             raise BrokerError(f"no Kafka jars in {self.libs}: run `make install` first")
         properties = self.root / f"server-{self.port}.properties"
-        properties.write_text(
-            SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, data_dir=self.data_dir)
-        )
+        properties.write_text(self._properties())
         self._java(
-            "kafka.tools.StorageTool", "format", "-t", self._cluster_id(), "-c", str(properties), "--ignore-formatted"
+            "kafka.tools.StorageTool", "format", "-t", self._cluster_id(), "-c", str(properties), "--ignore-formatted",
+            *self._scram_users(),
         )
         log = self.log_file.open("wb")
         self.process = subprocess.Popen(
@@ -97,6 +140,22 @@ class LocalKafka:
             self.process.kill()
             self.process.wait()
 
+    def _properties(self) -> str:
+        tuning = LOCAL_TUNING.format(data_dir=self.data_dir)
+        if self.scram is None:
+            return PLAINTEXT_LISTENERS.format(port=self.port, controller_port=self.controller_port) + tuning
+        listeners = SCRAM_LISTENERS.format(
+            port=self.port, controller_port=self.controller_port, admin_password=self.scram.users[ADMIN]
+        )
+        return f"{COMPOSE_BROKER.read_text()}\n{tuning}{listeners}"
+
+    def _scram_users(self) -> list[str]:
+        users = self.scram.users if self.scram is not None else {}
+        return [
+            arg for name, password in users.items()
+            for arg in ("--add-scram", f'{SCRAM_MECHANISM}=[name={name},password="{password}"]')
+        ]
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
@@ -116,7 +175,8 @@ class LocalKafka:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise BrokerError(f"Kafka exited with code {self.process.returncode}:\n{self.log_tail()}")
-            client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
+            security = client_security(self.scram.settings(ADMIN, self.bootstrap)) if self.scram else {}
+            client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000, **security)
             try:
                 await client.bootstrap()
                 if client.cluster.brokers():

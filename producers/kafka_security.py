@@ -29,14 +29,10 @@ class ClientSecurity(TypedDict, total=False):
 
 def client_security(settings: Settings) -> ClientSecurity:
     """The security arguments of an aiokafka client; nothing for PLAINTEXT. Raises SettingsError when incomplete."""
-    protocol = settings.kafka_security_protocol.upper()
-    if protocol not in PROTOCOLS:
-        raise SettingsError(f"EASEL_KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    protocol = _one_of("EASEL_KAFKA_SECURITY_PROTOCOL", settings.kafka_security_protocol, PROTOCOLS)
     if protocol == "PLAINTEXT":
         return {}
-    mechanism = settings.kafka_sasl_mechanism.upper()
-    if mechanism not in MECHANISMS:
-        raise SettingsError(f"EASEL_KAFKA_SASL_MECHANISM={mechanism!r} is not one of {', '.join(MECHANISMS)}")
+    mechanism = _one_of("EASEL_KAFKA_SASL_MECHANISM", settings.kafka_sasl_mechanism, MECHANISMS)
     if not settings.kafka_username or not settings.kafka_password:
         raise SettingsError(f"{protocol} needs EASEL_KAFKA_USERNAME and EASEL_KAFKA_PASSWORD")
     security = ClientSecurity(
@@ -51,3 +47,9 @@ def client_security(settings: Settings) -> ClientSecurity:
         except OSError as exc:  # a missing file, or one that holds no certificate (ssl.SSLError)
             raise SettingsError(f"EASEL_KAFKA_CA_FILE={settings.kafka_ca_file!r} is not a readable PEM file") from exc
     return security
+
+
+def _one_of(variable: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value.upper() not in allowed:
+        raise SettingsError(f"{variable}={value!r} is not one of {', '.join(allowed)}")
+    return value.upper()
