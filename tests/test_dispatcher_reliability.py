@@ -363,10 +363,10 @@ async def test_the_dispatcher_process_truncates_a_quote_heavy_runpod_echo_and_go
     cap = 16 * 1024
     env = {**stack.env, "EASEL_WEBHOOK_DISPATCHER_ID": "webhooks-0", "EASEL_WEBHOOK_MAX_BODY_BYTES": str(cap)}
     process = EaselProcess("webhooks", env, stack.workdir / "webhooks-capped.log")
-    process.wait_for_output("webhook dispatcher ready")
     receiver = await Receiver().start()
     headers = {"Authorization": f"Bearer {stack.key}"}
     try:
+        process.wait_for_output("webhook dispatcher ready")
         async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as api:
             # As large as the API echoes (64 KiB as JSON): every quote doubles once the body is a record's string.
             big = quote_heavy_input(30_000)
