@@ -27,6 +27,9 @@ DOCKERIGNORE = REPO / ".dockerignore"
 # `easel dev`'s processes, the broker it starts when none is configured, and the one-shot topics job.
 REQUIRED_SERVICES = {"kafka", "topics", *PROCESSES}
 SECRETS = {PREFIX + name.upper() for name in SECRET_FIELDS}
+# Where the apache/kafka image reads a mounted server.properties (its "file input").
+BROKER_CONFIG = "/mnt/shared/config/server.properties"
+SASL = ("SASL_PLAINTEXT", "SASL_SSL")
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +174,78 @@ def test_required_secrets_are_required(services: dict[str, dict[str, Any]]) -> N
 
 
 def test_no_secret_has_a_value_in_compose(services: dict[str, dict[str, Any]]) -> None:
+    """A secret comes from the deployer's environment: required, or (optional ones) empty by default."""
     for name, service in services.items():
         for variable, value in environment(service).items():
             if variable in SECRETS:
-                assert required_variable(value) == variable or value == f"${{{variable}:-}}", f"{name}: {variable}"
+                assert required_variable(value) or value == f"${{{variable}:-}}", f"{name}: {variable}"
+
+
+def broker_properties(kafka: dict[str, Any]) -> dict[str, str]:
+    """The broker's configuration as the image builds it: the mounted file, then KAFKA_* variables appended."""
+    source = mounts(kafka)[BROKER_CONFIG]
+    properties: dict[str, str] = {}
+    for line in (REPO / source).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            properties[key.strip()] = value.strip()
+    for variable, value in environment(kafka).items():
+        if variable.startswith("KAFKA_"):  # the image's rule: _ is ., ___ is -, __ is _
+            key = variable.removeprefix("KAFKA_").lower().replace("_", ".").replace("...", "-").replace("..", "_")
+            properties[key] = value
+    return properties
+
+
+def test_the_broker_takes_no_client_without_a_password(services: dict[str, dict[str, Any]]) -> None:
+    kafka = services["kafka"]
+    properties = broker_properties(kafka)
+    protocols = dict(entry.split(":") for entry in properties["listener.security.protocol.map"].split(","))
+    listeners = {  # name -> port, from NAME://host:port entries
+        name: int(address.rsplit(":", 1)[1])
+        for name, _, address in (entry.partition("://") for entry in properties["listeners"].split(","))
+    }
+    assert all(protocols[name] in SASL for name in listeners), protocols
+    controllers = set(properties["controller.listener.names"].split(","))
+    for name in listeners.keys() - controllers:  # client listeners: SCRAM only, never PLAIN's cleartext password
+        assert properties[f"listener.name.{name.lower()}.sasl.enabled.mechanisms"] == "SCRAM-SHA-512", name
+    published = {int(str(port).split(":")[-1]) for port in kafka.get("ports", [])}
+    assert published and published <= set(listeners.values()) - {listeners[name] for name in controllers}
+    assert properties["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert properties["allow.everyone.if.no.acl.found"] == "false"
+    assert properties["super.users"] == "User:admin"
+
+
+def test_every_easel_process_is_its_own_kafka_user(services: dict[str, dict[str, Any]]) -> None:
+    """Each process authenticates with its own user and required password, created when the storage is formatted
+    (under the same variable) and given ACLs by kafka/acls.sh; only `easel topics` is admin."""
+    created = environment(services["kafka-format"])
+    acls = (REPO / "kafka" / "acls.sh").read_text()
+    users: dict[str, str] = {}
+    for name, service in easel_services(services).items():
+        env = environment(service)
+        assert env.get(PREFIX + "KAFKA_SECURITY_PROTOCOL") in SASL, name
+        user, password = env.get(PREFIX + "KAFKA_USERNAME", ""), env.get(PREFIX + "KAFKA_PASSWORD", "")
+        assert user and required_variable(password), f"{name}: user {user!r}, password {password!r}"
+        assert required_variable(created.get(f"{user.upper()}_PASSWORD", "")) == required_variable(password), name
+        users[name] = user
+    assert users["topics"] == "admin"
+    process_users = [users[name] for name in PROCESSES]
+    assert len(set(process_users)) == len(process_users) and "admin" not in process_users, users
+    for user in process_users:
+        assert f"User:{user}" in acls, f"kafka/acls.sh gives {user} nothing"
+
+
+def test_users_exist_before_the_broker_and_acls_before_easel(services: dict[str, dict[str, Any]]) -> None:
+    kafka, formatting, acls = services["kafka"], services["kafka-format"], services["kafka-acls"]
+    assert kafka["depends_on"]["kafka-format"]["condition"] == "service_completed_successfully"
+    assert mounts(formatting)[BROKER_CONFIG] == mounts(kafka)[BROKER_CONFIG]
+    assert environment(formatting)["CLUSTER_ID"] == environment(kafka)["CLUSTER_ID"]  # else the broker refuses it
+    assert "--add-scram" in " ".join(command(formatting))
+    assert acls["depends_on"]["kafka"]["condition"] == "service_healthy"
+    script = command(acls)[-1]
+    assert mounts(acls)[script] == "./kafka/acls.sh", "compose must apply the ACLs the tests prove"
+    for name in PROCESSES:
+        assert services[name]["depends_on"]["kafka-acls"]["condition"] == "service_completed_successfully", name
 
 
 def test_api_and_dispatcher_sign_image_links_alike(services: dict[str, dict[str, Any]]) -> None:
