@@ -33,6 +33,7 @@ from standardwebhooks import Webhook
 from consumers.webhooks.addresses import AddressPolicy, BlockedAddress, UnresolvedHost, system_lookup
 from consumers.webhooks.bodies import bounded, webhook_body
 from consumers.webhooks.dispatcher import Dispatcher
+from consumers.webhooks.replay import replay
 from consumers.webhooks.sender import Sender
 from consumers.webhooks.signing import Signer
 from contract.deliveries import (
@@ -340,6 +341,25 @@ async def test_a_delivery_kafka_refuses_is_dead_lettered_without_its_body_and_th
 
     [event] = await harness.records(harness.topics.events, job_id)
     assert await committed_past(harness.settings, TopicPartition(harness.topics.events, 0), event.offset)
+    assert await replay(harness.settings, job_id=job_id) == []  # no body to send again
+
+
+async def test_an_unreadable_delivery_record_is_dead_lettered_as_it_came(harness: Harness) -> None:
+    garbage_key = f"garbage-{uuid.uuid4().hex[:8]}"
+    producer = await open_producer(harness.settings, "test-garbage")
+    try:
+        await publish(producer, harness.topics.webhook_deliveries, b'{"not": "a delivery"}', key(garbage_key),
+                      what="a test record")
+    finally:
+        await producer.stop()
+
+    [letter] = await harness.records(harness.topics.dead_letters, garbage_key)
+    assert letter.value == b'{"not": "a delivery"}'
+    assert dict(letter.headers)["easel-reason"] == b"webhook dispatcher: ValidationError"
+
+    later = f"after-garbage-{uuid.uuid4().hex[:8]}"
+    await harness.finished_job(harness.receiver.url(later))
+    await harness.receiver.wait_for(later, 1)
 
 
 async def committed_past(settings: Settings, tp: TopicPartition, offset: int) -> bool:

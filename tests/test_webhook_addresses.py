@@ -75,7 +75,7 @@ async def test_urls_are_refused_by_scheme_or_literal_address(url: str, rule: str
 
 
 async def test_a_name_is_refused_when_it_resolves_to_a_blocked_address() -> None:
-    with pytest.raises(BlockedAddress, match="localhost resolves to .*loopback"):
+    with pytest.raises(BlockedAddress, match=r"localhost resolves to .*loopback"):
         await STRICT.vet_url("http://localhost:8000/hook")
     await LOCAL_DEV.vet_url("http://localhost:8000/hook")  # resolves to 127.0.0.1 only
 

@@ -14,8 +14,8 @@ from consumers.webhooks.schedule import RetrySchedule
 from consumers.webhooks.sender import _retry_after
 from consumers.webhooks.signing import Signer
 from contract.deliveries import delivery_id
-from contract.events import Event, EventType
 from contract.errors import SettingsError
+from contract.events import Event, EventType
 from contract.settings import Settings
 from contract.states import JobState, JobStatus, Output
 
@@ -27,7 +27,7 @@ def secret(seed: bytes) -> str:
 
 
 def test_the_default_schedule_is_svix_and_each_delay_has_its_retry_topic() -> None:
-    assert SVIX.delays_s == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert SVIX.delays_s == (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
     assert SVIX.tiers_ms == [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000]
     assert [SVIX.next_delay_s(n, None) for n in range(1, 9)] == [5, 300, 1800, 7200, 18000, 36000, 36000, None]
 

@@ -19,9 +19,9 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from contract.deliveries import Delivery
+from contract.keys import key_id
 from contract.serialization import decode
 from contract.topics import Topics
-from contract.keys import key_id
 from tests.kafka_io import produce, read_topic
 from tests.processes import REPO, WEBHOOK_SECRET, EaselProcess, Stack, free_port
 from tests.webhook_receiver import Answer, Receiver
