@@ -54,9 +54,10 @@ allow --allow-principal User:runner --operation Write \
 allow --allow-principal User:runner --operation Write --operation Describe --transactional-id "$P.runner." $prefixed
 
 # The dispatcher reads requests (webhook targets) and events in its group, and owns the webhook topics: it
-# creates, writes and reads them, and writes nothing else.
+# creates, writes and reads them. Besides, it only dead-letters events it could not route.
 allow --allow-principal User:webhooks --operation Read \
   --topic "$P.jobs.requests" --topic "$P.jobs.events" --group "$P.webhooks"
+allow --allow-principal User:webhooks --operation Write --topic "$P.jobs.dead-letters"
 allow --allow-principal User:webhooks --operation Create --operation Write --operation Read \
   --topic "$P.webhooks." $prefixed
 
