@@ -53,10 +53,11 @@ allow --allow-principal User:runner --operation Write \
   --topic "$P.jobs.state" --topic "$P.jobs.events" --topic "$P.jobs.dead-letters"
 allow --allow-principal User:runner --operation Write --operation Describe --transactional-id "$P.runner." $prefixed
 
-# The dispatcher reads requests (webhook targets) and events in its group, and owns the webhook topics: it
-# creates, writes and reads them. Besides, it only dead-letters events it could not route.
+# The dispatcher reads requests (webhook targets) and events in its group, follows statuses (to render bodies),
+# and owns the webhook topics: it creates, writes and reads them. Besides, it only dead-letters events it could
+# not route.
 allow --allow-principal User:webhooks --operation Read \
-  --topic "$P.jobs.requests" --topic "$P.jobs.events" --group "$P.webhooks"
+  --topic "$P.jobs.requests" --topic "$P.jobs.events" --topic "$P.jobs.state" --group "$P.webhooks"
 allow --allow-principal User:webhooks --operation Write --topic "$P.jobs.dead-letters"
 allow --allow-principal User:webhooks --operation Create --operation Write --operation Read \
   --topic "$P.webhooks." $prefixed
