@@ -11,9 +11,9 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from contract.events import EventType
+from contract.keys import key_id
 from contract.topics import Topics
 from easel.local_kafka import LocalKafka
-from contract.keys import key_id
 from tests.conftest import HOME
 from tests.kafka_io import job_events, produce
 from tests.processes import Stack, make_stack
@@ -39,7 +39,9 @@ async def test_a_joining_runner_waits_for_the_running_job(stack_with_one_runner:
     stack = stack_with_one_runner
     partitioner = DefaultPartitioner()
     job_id = next(
-        f"moving-{i}" for i in range(10_000) if partitioner(f"moving-{i}".encode(), PARTITIONS, PARTITIONS) == MOVING_PARTITION
+        f"moving-{i}"
+        for i in range(10_000)
+        if partitioner(f"moving-{i}".encode(), PARTITIONS, PARTITIONS) == MOVING_PARTITION
     )
     # Far longer than the second runner takes to start: the job is surely running when it joins.
     job = {"id": job_id, "owner": key_id(stack.key), "prompt": "x", "width": 384, "height": 384, "steps": 150}
