@@ -12,11 +12,11 @@ import json
 import os
 import shutil
 import statistics
-from collections import defaultdict
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import httpx
@@ -100,7 +100,9 @@ def main() -> None:
     port = 18123
     processes = start_stack(broker.bootstrap, workdir, port)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=90) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=90
+        ) as client:
             _wait_healthy(client)
             for _ in range(WARMUP):
                 bare_run()

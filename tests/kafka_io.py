@@ -19,7 +19,11 @@ async def read_topic(
     bootstrap: str, topic: str, stop: Callable[[Records], bool], timeout_s: float = 60.0, linger_s: float = 0.0
 ) -> Records:
     """Every record of `topic` from the beginning until `stop(records)` holds, then `linger_s` more."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    # read_committed, as every Easel reader: an aborted outcome (a fenced or crashed runner) was never visible.
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     records: Records = []
     deadline = time.monotonic() + timeout_s
