@@ -91,7 +91,7 @@ async def test_runner_killed_mid_job_finishes_it_after_restart_with_one_outcome(
     assert client.get(f"/v1/jobs/{job_id}").json()["state"] == "IN_PROGRESS"
 
     stack.start_runner("crash-runner")  # same id: static membership hands its partitions back
-    done = client.get(f"/v1/jobs/{job_id}", params={"wait": 60}).json()
+    done = client.get(f"/v1/jobs/{job_id}", params={"wait": 60}, timeout=90).json()
     assert done["state"] == "COMPLETED", done
     assert done["attempt"] == 2
 
