@@ -18,9 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from contract.errors import INTERNAL_MESSAGE, UNAVAILABLE_MESSAGE
 from contract.topics import Topics
 from easel.local_kafka import LocalKafka
-from producers.jobs import NOT_CONFIRMED
+from producers.jobs import NOT_CONFIRMED, SubmitRefused, SubmitUnconfirmed
+from service.errors import error_response
 from tests.conftest import HOME
 from tests.kafka_io import job_events, read_topic
 from tests.processes import Stack, free_port, make_stack
@@ -121,3 +123,27 @@ async def test_an_unconfirmed_submit_runs_normally_once_kafka_takes_it(
         assert sum(e.type.is_terminal for e in events) == 1
     finally:
         stack.stop()
+
+
+DIALECT_SUBMITS = {  # a submit path of each dialect, and where its clients are told to follow the job
+    "/v1/jobs": "GET /v1/jobs/j1",
+    "/v2/ep/run": "GET /v2/ep/status/j1",
+    "/api/v6/realtime/text2img": "POST /api/v6/realtime/fetch/j1",
+    "/sdapi/v1/txt2img": "GET /v1/jobs/j1",
+    "/api/txt2img/async": "GET /api/txt2img/status?job_id=j1",
+}
+
+
+@pytest.mark.parametrize(("path", "route"), DIALECT_SUBMITS.items())
+def test_each_dialect_says_what_became_of_a_submit_kafka_failed(path: str, route: str) -> None:
+    unconfirmed = error_response(path, SubmitUnconfirmed("j1"))
+    body = bytes(unconfirmed.body).decode()
+    assert unconfirmed.status_code == 503
+    assert unconfirmed.headers["x-job-id"] == "j1"
+    assert route in body and NOT_CONFIRMED in body and UNAVAILABLE_MESSAGE not in body
+
+    refused = error_response(path, SubmitRefused("j1"))
+    body = bytes(refused.body).decode()
+    assert refused.status_code == 500
+    assert refused.headers["x-job-id"] == "j1" and "retry-after" not in refused.headers
+    assert "will not help" in body and route in body and INTERNAL_MESSAGE not in body
