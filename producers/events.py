@@ -22,8 +22,11 @@ from producers.background import Background
 from producers.publish import Ack, enqueue
 
 log = structlog.get_logger(__name__)
-# A later status carries all they changed: when writes back up (Kafka away), only the latest is sent.
+# A later status carries all they changed: when writes back up (Kafka away), new ones are dropped.
 COALESCED = frozenset({EventType.PROGRESS, EventType.PREVIEW})
+# Unsent events past which progress and previews are dropped. Dropped before they take a seq, so the
+# events topic's seq stays contiguous for every subscriber.
+BACKLOG_LIMIT = 32
 
 
 class EventWriter:
@@ -48,7 +51,10 @@ class EventWriter:
         self._background = Background("event writer")
         self._background.spawn(self._send_in_order())
 
-    def emit(self, type: EventType, data: dict[str, Any] | None = None) -> Event:
+    def emit(self, type: EventType, data: dict[str, Any] | None = None) -> Event | None:
+        """The event as numbered and queued; None for progress or a preview dropped while writes are backed up."""
+        if type in COALESCED and self._outbox.qsize() >= BACKLOG_LIMIT:
+            return None
         event = Event(job_id=self.status.job_id, seq=self.status.seq + 1, type=type, ts=time.time(), data=data or {})
         self.before_outcome, self.status = self.status, advance(self.status, event)
         if type.is_terminal:
@@ -72,8 +78,6 @@ class EventWriter:
         while True:
             event, status = await self._outbox.get()
             try:
-                if event.type in COALESCED and not self._outbox.empty():
-                    continue
                 self._acks.append(await enqueue(self._producer, self._topics.state, encode(status), job_key))
                 self._acks.append(await enqueue(self._producer, self._topics.events, encode(event), job_key))
             except Exception as exc:  # refused at once (too large): flush() must not hang on it
