@@ -27,7 +27,9 @@ def ws_url(base_url: str, path: str) -> str:
     return "ws" + base_url.removeprefix("http") + path
 
 
-async def read_until_closed(ws: ClientConnection, received: Received | None = None, limit: int | None = None) -> Received:
+async def read_until_closed(
+    ws: ClientConnection, received: Received | None = None, limit: int | None = None
+) -> Received:
     """Messages until the server closes (or `limit` events were read)."""
     received = received or Received()
     try:

@@ -37,12 +37,20 @@ def poll_modelslab(stack: Stack, fetch_url: str) -> dict[str, object]:
 
 # --- ModelsLab (seed 002) -------------------------------------------------------------------------
 
+
 def test_modelslab_seed_example_verbatim_succeeds_with_public_urls(stack: Stack) -> None:
     body = {
         "key": stack.key,
         "prompt": "ultra realistic close up portrait ((beautiful pale cyberpunk female with heavy black eyeliner))",
-        "negative_prompt": "bad quality", "width": "512", "height": "512", "safety_checker": False, "seed": None,
-        "samples": 1, "base64": False, "webhook": None, "track_id": None,
+        "negative_prompt": "bad quality",
+        "width": "512",
+        "height": "512",
+        "safety_checker": False,
+        "seed": None,
+        "samples": 1,
+        "base64": False,
+        "webhook": None,
+        "track_id": None,
     }
     answer = httpx.post(f"{stack.base_url}/api/v6/realtime/text2img", json=body, timeout=60).json()
     if answer["status"] == "processing":  # not done within the response window (a busy machine): poll, as clients do
@@ -88,9 +96,17 @@ def test_modelslab_errors_are_in_its_format(stack: Stack) -> None:
 
 # --- RunPod (seeds 001 and 003) -------------------------------------------------------------------
 
+
 def test_runpod_public_endpoint_seed_example_is_queued(stack: Stack) -> None:
-    seed_003 = {"input": {"prompt": "A serene mountain landscape at sunset", "width": 1024, "height": 1024,
-                          "num_inference_steps": 20, "guidance": 7.5}}
+    seed_003 = {
+        "input": {
+            "prompt": "A serene mountain landscape at sunset",
+            "width": 1024,
+            "height": 1024,
+            "num_inference_steps": 20,
+            "guidance": 7.5,
+        }
+    }
     headers = {"Authorization": f"Bearer {stack.key}"}
     answer = httpx.post(f"{stack.base_url}/v2/black-forest-labs-flux-1-dev/run", json=seed_003, headers=headers).json()
     assert answer["status"] == "IN_QUEUE" and set(answer) == {"id", "status"}
@@ -99,26 +115,42 @@ def test_runpod_public_endpoint_seed_example_is_queued(stack: Stack) -> None:
 
 
 def test_runpod_runsync_public_shape_answers_the_envelope_with_image_url(stack: Stack) -> None:
-    body = {"input": {"prompt": "A serene mountain landscape at sunset", **SMALL, "num_inference_steps": 4,
-                      "guidance": 7.5}}
-    answer = httpx.post(f"{stack.base_url}/v2/ep/runsync", json=body, headers={"Authorization": stack.key},
-                        timeout=100).json()  # a bare key, as some RunPod examples send it
+    body = {
+        "input": {"prompt": "A serene mountain landscape at sunset", **SMALL, "num_inference_steps": 4, "guidance": 7.5}
+    }
+    answer = httpx.post(
+        f"{stack.base_url}/v2/ep/runsync", json=body, headers={"Authorization": stack.key}, timeout=100
+    ).json()  # a bare key, as some RunPod examples send it
     assert answer["status"] == "COMPLETED", answer
     assert answer["id"].startswith("sync-")
     assert isinstance(answer["delayTime"], int) and isinstance(answer["executionTime"], int)
     assert answer["output"]["cost"] == 0
     assert png_size(httpx.get(answer["output"]["image_url"]).content) == (64, 64)
 
-    status = httpx.get(f"{stack.base_url}/v2/ep/status/{answer['id']}", headers={"Authorization": f"Bearer {stack.key}"})
+    status = httpx.get(
+        f"{stack.base_url}/v2/ep/status/{answer['id']}", headers={"Authorization": f"Bearer {stack.key}"}
+    )
     assert status.json()["output"] == answer["output"]
 
 
 def test_runpod_a1111_worker_shape_answers_images_parameters_and_info(stack: Stack) -> None:
-    body = {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"},
-                      "payload": {"prompt": "an astronaut riding a horse", "seed": 1234, "batch_size": 2, "steps": 3,
-                                  "cfg_scale": 7, **SMALL, "sampler_name": "DPM++ 2M Karras"}}}
-    answer = httpx.post(f"{stack.base_url}/v2/ep/runsync", json=body,
-                        headers={"Authorization": f"Bearer {stack.key}"}, timeout=100).json()
+    body = {
+        "input": {
+            "api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"},
+            "payload": {
+                "prompt": "an astronaut riding a horse",
+                "seed": 1234,
+                "batch_size": 2,
+                "steps": 3,
+                "cfg_scale": 7,
+                **SMALL,
+                "sampler_name": "DPM++ 2M Karras",
+            },
+        }
+    }
+    answer = httpx.post(
+        f"{stack.base_url}/v2/ep/runsync", json=body, headers={"Authorization": f"Bearer {stack.key}"}, timeout=100
+    ).json()
     assert answer["status"] == "COMPLETED", answer
     output = answer["output"]
     assert [png_size(base64.b64decode(i)) for i in output["images"]] == [(64, 64), (64, 64)]
@@ -128,12 +160,29 @@ def test_runpod_a1111_worker_shape_answers_images_parameters_and_info(stack: Sta
 
 
 def test_runpod_seed_001_example_verbatim_is_refused_naming_what_is_missing(stack: Stack) -> None:
-    seed_001 = {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"}, "payload": {
-        "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0", "sd_vae": "sdxl_vae.safetensors"},
-        "override_settings_restore_afterwards": True, "refiner_checkpoint": "sd_xl_refiner_1.0",
-        "refiner_switch_at": 0.8, "prompt": "an astronaut riding a horse", "negative_prompt": "", "seed": -1,
-        "batch_size": 1, "steps": 30, "cfg_scale": 7, "width": 1024, "height": 1024, "sampler_name": "DPM++ SDE",
-        "sampler_index": "DPM++ SDE", "scheduler": "karras", "restore_faces": False}}}
+    seed_001 = {
+        "input": {
+            "api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"},
+            "payload": {
+                "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0", "sd_vae": "sdxl_vae.safetensors"},
+                "override_settings_restore_afterwards": True,
+                "refiner_checkpoint": "sd_xl_refiner_1.0",
+                "refiner_switch_at": 0.8,
+                "prompt": "an astronaut riding a horse",
+                "negative_prompt": "",
+                "seed": -1,
+                "batch_size": 1,
+                "steps": 30,
+                "cfg_scale": 7,
+                "width": 1024,
+                "height": 1024,
+                "sampler_name": "DPM++ SDE",
+                "sampler_index": "DPM++ SDE",
+                "scheduler": "karras",
+                "restore_faces": False,
+            },
+        }
+    }
     answer = httpx.post(f"{stack.base_url}/v2/ep/run", json=seed_001, headers={"Authorization": f"Bearer {stack.key}"})
     assert answer.status_code == 400
     assert answer.json() == {"error": "refiner_checkpoint: no refiner is configured"}
@@ -142,8 +191,11 @@ def test_runpod_seed_001_example_verbatim_is_refused_naming_what_is_missing(stac
 def test_runpod_errors_health_and_purge(stack: Stack) -> None:
     headers = {"Authorization": f"Bearer {stack.key}"}
     assert httpx.post(f"{stack.base_url}/v2/ep/run", json={"input": {"prompt": "x"}}).status_code == 401
-    unsupported = httpx.post(f"{stack.base_url}/v2/ep/run", headers=headers, json={
-        "input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"}, "payload": {}}})
+    unsupported = httpx.post(
+        f"{stack.base_url}/v2/ep/run",
+        headers=headers,
+        json={"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"}, "payload": {}}},
+    )
     assert unsupported.status_code == 400 and "supported: sdapi/v1/txt2img" in unsupported.json()["error"]
     assert httpx.get(f"{stack.base_url}/v2/ep/status/nope", headers=headers).status_code == 404
     health = httpx.get(f"{stack.base_url}/v2/ep/health", headers=headers).json()
@@ -154,10 +206,15 @@ def test_runpod_errors_health_and_purge(stack: Stack) -> None:
 
 # --- AUTOMATIC1111 --------------------------------------------------------------------------------
 
+
 def test_a1111_txt2img_is_synchronous_with_info_string(stack: Stack) -> None:
     headers = {"Authorization": f"Bearer {stack.key}"}
-    answer = httpx.post(f"{stack.base_url}/sdapi/v1/txt2img", headers=headers, timeout=100,
-                        json={"prompt": "a lighthouse", "steps": 3, **SMALL, "seed": 77, "sampler_name": "Euler a"})
+    answer = httpx.post(
+        f"{stack.base_url}/sdapi/v1/txt2img",
+        headers=headers,
+        timeout=100,
+        json={"prompt": "a lighthouse", "steps": 3, **SMALL, "seed": 77, "sampler_name": "Euler a"},
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     [image] = body["images"]
@@ -176,7 +233,9 @@ def test_a1111_catalogues_progress_and_errors(stack: Stack) -> None:
     progress = httpx.get(f"{stack.base_url}/sdapi/v1/progress", headers=headers).json()
     assert set(progress) >= {"progress", "eta_relative", "state", "current_image", "textinfo"}
     assert set(progress["state"]) >= {"sampling_step", "sampling_steps", "interrupted"}
-    unknown = httpx.post(f"{stack.base_url}/sdapi/v1/txt2img", headers=headers, json={"prompt": "x", "sampler_name": "Warp"})
+    unknown = httpx.post(
+        f"{stack.base_url}/sdapi/v1/txt2img", headers=headers, json={"prompt": "x", "sampler_name": "Warp"}
+    )
     assert unknown.status_code == 404 and unknown.json()["detail"].startswith("Sampler not found")
     bad = httpx.post(f"{stack.base_url}/sdapi/v1/txt2img", headers=headers, json={"prompt": "x", "width": 100})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "width"]
@@ -185,12 +244,15 @@ def test_a1111_catalogues_progress_and_errors(stack: Stack) -> None:
 
 # --- Skidio (seed 000) ----------------------------------------------------------------------------
 
+
 def test_skidio_seed_example_async_answers_a_job_id_and_status_works(stack: Stack) -> None:
     seed_000 = {"input": {"api_key": stack.key}, "prompt": "your-image-prompt"}
     answer = httpx.post(f"{stack.base_url}/api/txt2img/async", json=seed_000)
     assert answer.status_code == 202
     job_id = answer.json()["job_id"]
-    status = httpx.post(f"{stack.base_url}/api/txt2img/status", json={"input": {"api_key": stack.key, "job_id": job_id}})
+    status = httpx.post(
+        f"{stack.base_url}/api/txt2img/status", json={"input": {"api_key": stack.key, "job_id": job_id}}
+    )
     assert status.json()["status"] in ("IN_QUEUE", "IN_PROGRESS")
     by_query = httpx.get(f"{stack.base_url}/api/txt2img/status", params={"api_key": stack.key, "job_id": job_id})
     assert by_query.json()["job_id"] == job_id
@@ -208,26 +270,42 @@ def test_skidio_sync_answers_with_the_image(stack: Stack) -> None:
 
 def test_openapi_describes_every_dialect_route(stack: Stack) -> None:
     paths = httpx.get(f"{stack.base_url}/openapi.json").json()["paths"]
-    assert {"/api/v6/realtime/text2img", "/api/v6/realtime/fetch/{job_id}", "/v2/{endpoint_id}/runsync",
-            "/v2/{endpoint_id}/status/{job_id}", "/sdapi/v1/txt2img", "/sdapi/v1/progress", "/api/txt2img",
-            "/api/txt2img/status", "/files/{job_id}/{index}"} <= set(paths)
+    assert {
+        "/api/v6/realtime/text2img",
+        "/api/v6/realtime/fetch/{job_id}",
+        "/v2/{endpoint_id}/runsync",
+        "/v2/{endpoint_id}/status/{job_id}",
+        "/sdapi/v1/txt2img",
+        "/sdapi/v1/progress",
+        "/api/txt2img",
+        "/api/txt2img/status",
+        "/files/{job_id}/{index}",
+    } <= set(paths)
     assert set(paths["/v2/{endpoint_id}/status/{job_id}"]) == {"get", "post"}
 
 
 def test_dialect_webhooks_are_vetted_at_submit(stack: Stack) -> None:
-    modelslab = httpx.post(f"{stack.base_url}/api/v6/realtime/text2img", json={
-        "key": stack.key, "prompt": "x", "webhook": "http://169.254.169.254/latest", "track_id": "t1"})
+    modelslab = httpx.post(
+        f"{stack.base_url}/api/v6/realtime/text2img",
+        json={"key": stack.key, "prompt": "x", "webhook": "http://169.254.169.254/latest", "track_id": "t1"},
+    )
     assert modelslab.status_code == 400 and modelslab.json()["status"] == "error"
     assert "not allowed" in modelslab.json()["message"]
-    runpod = httpx.post(f"{stack.base_url}/v2/ep/run", headers={"Authorization": f"Bearer {stack.key}"},
-                        json={"input": {"prompt": "x"}, "webhook": "http://10.0.0.1/hook"})
+    runpod = httpx.post(
+        f"{stack.base_url}/v2/ep/run",
+        headers={"Authorization": f"Bearer {stack.key}"},
+        json={"input": {"prompt": "x"}, "webhook": "http://10.0.0.1/hook"},
+    )
     assert runpod.status_code == 400 and runpod.json()["error"].startswith("webhook: not allowed")
 
 
 def test_a1111_bad_types_are_422_and_the_key_is_not_echoed(stack: Stack) -> None:
     url = f"{stack.base_url}/sdapi/v1/txt2img"
-    for payload, field in (({"override_settings": "sdxl"}, "override_settings"), ({"sampler_name": 5}, "sampler_name"),
-                           ({"scheduler": ["karras"]}, "scheduler")):
+    for payload, field in (
+        ({"override_settings": "sdxl"}, "override_settings"),
+        ({"sampler_name": 5}, "sampler_name"),
+        ({"scheduler": ["karras"]}, "scheduler"),
+    ):
         answer = httpx.post(url, json={"key": stack.key, "prompt": "x", **payload})
         assert answer.status_code == 422, answer.text
         assert answer.json()["detail"][0]["loc"] == ["body", field]
@@ -242,10 +320,15 @@ def test_files_refuse_foreign_tokens_with_404(stack: Stack) -> None:
 
 def test_a1111_progress_shows_the_running_jobs_preview(stack: Stack) -> None:
     headers = {"Authorization": f"Bearer {stack.key}"}
-    job_id = httpx.post(f"{stack.base_url}/v1/jobs", headers=headers,
-                        json={"prompt": "x", "width": 256, "height": 256, "steps": 150, "preview": True}).json()["id"]
+    job_id = httpx.post(
+        f"{stack.base_url}/v1/jobs",
+        headers=headers,
+        json={"prompt": "x", "width": 256, "height": 256, "steps": 150, "preview": True},
+    ).json()["id"]
     deadline = time.monotonic() + 60
-    while (progress := httpx.get(f"{stack.base_url}/sdapi/v1/progress", headers=headers).json())["current_image"] is None:
+    while (progress := httpx.get(f"{stack.base_url}/sdapi/v1/progress", headers=headers).json())[
+        "current_image"
+    ] is None:
         assert time.monotonic() < deadline, progress
         time.sleep(0.2)
     assert progress["state"]["job"] == job_id and progress["state"]["sampling_steps"] == 150

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from contract.events import EventType
+from contract.keys import key_id
 from contract.topics import Topics
 from easel.local_kafka import LocalKafka
 from gpu_runner.tiny_checker import save_tiny_checker
 from gpu_runner.tiny_model import save_tiny_refiner
-from contract.keys import key_id
 from tests.conftest import HOME
 from tests.kafka_io import job_events, produce
 from tests.processes import Stack, make_stack
@@ -66,7 +66,9 @@ def image_of(client: httpx.Client, output: dict[str, object]) -> Image.Image:
     return Image.open(io.BytesIO(response.content))
 
 
-async def test_a_refiner_job_counts_steps_across_base_and_refiner(features: httpx.Client, features_stack: Stack) -> None:
+async def test_a_refiner_job_counts_steps_across_base_and_refiner(
+    features: httpx.Client, features_stack: Stack
+) -> None:
     submitted = features.post("/v1/jobs", json={**JOB, "refiner": "sdxl-refiner", "refiner_switch_at": 0.5})
     assert submitted.status_code == 202, submitted.text
     job_id = submitted.json()["id"]
@@ -115,9 +117,16 @@ def test_native_refuses_unconfigured_names_listing_the_configured(
 
 
 def test_a1111_selects_the_configured_checkpoint_and_refiner(features: httpx.Client) -> None:
-    payload = {"prompt": "a red fox", "steps": 4, "width": 64, "height": 64, "seed": 5,
-               "override_settings": {"sd_model_checkpoint": "sdxl-base"},
-               "refiner_checkpoint": "sdxl-refiner", "refiner_switch_at": 0.5}
+    payload = {
+        "prompt": "a red fox",
+        "steps": 4,
+        "width": 64,
+        "height": 64,
+        "seed": 5,
+        "override_settings": {"sd_model_checkpoint": "sdxl-base"},
+        "refiner_checkpoint": "sdxl-refiner",
+        "refiner_switch_at": 0.5,
+    }
     answer = features.post("/sdapi/v1/txt2img", json=payload)
     assert answer.status_code == 200, answer.text
     [image_b64] = answer.json()["images"]
@@ -166,5 +175,7 @@ def test_png_outputs_of_the_default_stack_carry_the_infotext(client: httpx.Clien
     done = finished(client, client.post("/v1/jobs", json=JOB).json()["id"])
     [output] = done["outputs"]  # type: ignore[misc]
     parameters = image_of(client, output).text["parameters"]  # type: ignore[attr-defined]
-    assert parameters == ("a lighthouse at dusk\nSteps: 4, Sampler: Euler, Schedule type: Automatic, CFG scale: 5.0, "
-                          "Seed: 11, Size: 64x64, Model: default, Version: easel")
+    assert parameters == (
+        "a lighthouse at dusk\nSteps: 4, Sampler: Euler, Schedule type: Automatic, CFG scale: 5.0, "
+        "Seed: 11, Size: 64x64, Model: default, Version: easel"
+    )

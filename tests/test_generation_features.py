@@ -54,7 +54,9 @@ def test_the_refiner_loads_with_the_real_loader_and_shares_vae_and_encoder_2(gen
 @pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M", "Heun", "DPM2 a"])
 def test_base_and_refiner_report_user_steps_once_each_out_of_one_total(generator: SDXLGenerator, sampler: str) -> None:
     steps: list[tuple[int, int]] = []
-    generator.generate(job(sampler=sampler, refiner="refiner", refiner_switch_at=0.6), [3], lambda s, t: steps.append((s, t)))
+    generator.generate(
+        job(sampler=sampler, refiner="refiner", refiner_switch_at=0.6), [3], lambda s, t: steps.append((s, t))
+    )
     order = generator.pipe.scheduler.order
     assert generator.refiner is not None
     base_ran, refiner_ran = generator.pipe.num_timesteps, generator.refiner.num_timesteps
@@ -96,7 +98,9 @@ def test_a_checker_that_flags_everything_blacks_out_every_image(generator: SDXLG
     assert [(i.size, i.getextrema()) for i in checked] == [((64, 64), ((0, 0),) * 3)] * 2
 
 
-def test_a_checker_that_flags_nothing_keeps_the_images(generator: SDXLGenerator, checker_dirs: dict[bool, Path]) -> None:
+def test_a_checker_that_flags_nothing_keeps_the_images(
+    generator: SDXLGenerator, checker_dirs: dict[bool, Path]
+) -> None:
     images = generator.generate(job(), [1], lambda s, t: None)
     checked, flags = SafetyChecker(str(checker_dirs[False]), "cpu", generator.pipe.dtype).check(images)
     assert flags == [False]
@@ -112,8 +116,9 @@ def test_without_a_checker_there_is_nothing_to_check_with(tiny_model: str) -> No
 
 
 def test_png_carries_the_a1111_infotext_in_its_parameters_chunk() -> None:
-    spec = JobSpec(prompt="a fox, at night: ünïcode", negative_prompt="blur", width=64, height=64, steps=5,
-                   refiner="refiner").model_dump(mode="json")
+    spec = JobSpec(
+        prompt="a fox, at night: ünïcode", negative_prompt="blur", width=64, height=64, steps=5, refiner="refiner"
+    ).model_dump(mode="json")
     text = infotext(spec, 42, "sdxl-base")
     image = Image.open(io.BytesIO(encode_image(Image.new("RGB", (64, 64)), "png", text)))
     assert image.text["parameters"] == text  # type: ignore[attr-defined]

@@ -11,8 +11,8 @@ import httpx
 import orjson
 
 from contract.events import EventType
-from contract.topics import Topics
 from contract.keys import key_id
+from contract.topics import Topics
 from tests.kafka_io import job_events, produce, read_topic
 from tests.processes import REPO, Stack
 

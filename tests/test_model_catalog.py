@@ -6,12 +6,12 @@ import pytest
 from pydantic import ValidationError
 
 from contract.catalog import Catalog
+from contract.errors import InvalidField
 from contract.job import Job, JobSpec
 from contract.lifecycle import queued_status
 from contract.settings import Settings
 from contract.states import JobState, Output
 from dialects import a1111, modelslab, runpod
-from contract.errors import InvalidField
 
 CONFIGURED = Catalog(models=("sd_xl_base_1.0", "default"), refiners=("sd_xl_refiner_1.0",), safety_checker=True)
 
@@ -19,8 +19,12 @@ CONFIGURED = Catalog(models=("sd_xl_base_1.0", "default"), refiners=("sd_xl_refi
 def test_the_catalog_comes_from_settings() -> None:
     bare = Catalog.from_settings(Settings.from_env({}))
     assert bare == Catalog(models=("default",), refiners=(), safety_checker=False)
-    env = {"EASEL_MODEL_NAME": "sd_xl_base_1.0", "EASEL_REFINER": "/models/refiner",
-           "EASEL_REFINER_NAME": "sd_xl_refiner_1.0", "EASEL_SAFETY_CHECKER": "/models/checker"}
+    env = {
+        "EASEL_MODEL_NAME": "sd_xl_base_1.0",
+        "EASEL_REFINER": "/models/refiner",
+        "EASEL_REFINER_NAME": "sd_xl_refiner_1.0",
+        "EASEL_SAFETY_CHECKER": "/models/checker",
+    }
     assert Catalog.from_settings(Settings.from_env(env)) == CONFIGURED
     # A refiner name without a refiner is no refiner.
     assert Catalog.from_settings(Settings.from_env({"EASEL_REFINER_NAME": "r"})).refiners == ()
@@ -49,21 +53,41 @@ def test_job_spec_refiner_fields() -> None:
     assert JobSpec(prompt="p", refiner="r").refiner_switch_at == 0.8
     assert JobSpec(prompt="p", refiner="r", refiner_switch_at=0.6).refiner_switch_at == 0.6
     assert JobSpec(prompt="p").refiner_switch_at is None and JobSpec(prompt="p").safety_checker is False
-    for bad in ({"refiner_switch_at": 0.5}, {"refiner": "r", "refiner_switch_at": 1.0}, {"refiner": "r", "refiner_switch_at": 0}):
+    for bad in (
+        {"refiner_switch_at": 0.5},
+        {"refiner": "r", "refiner_switch_at": 1.0},
+        {"refiner": "r", "refiner_switch_at": 0},
+    ):
         with pytest.raises(ValidationError):
             JobSpec(prompt="p", **bad)  # type: ignore[arg-type]
 
 
 def test_a1111_maps_refiner_and_checkpoint_to_configured_names() -> None:
-    payload = {"prompt": "x", "refiner_checkpoint": "sd_xl_refiner_1.0", "refiner_switch_at": 0.7,
-               "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0"}}
+    payload = {
+        "prompt": "x",
+        "refiner_checkpoint": "sd_xl_refiner_1.0",
+        "refiner_switch_at": 0.7,
+        "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0"},
+    }
     fields = a1111.job_fields(payload, CONFIGURED.models, refiner_names=CONFIGURED.refiners)
-    assert (fields["model"], fields["refiner"], fields["refiner_switch_at"]) == ("sd_xl_base_1.0", "sd_xl_refiner_1.0", 0.7)
+    assert (fields["model"], fields["refiner"], fields["refiner_switch_at"]) == (
+        "sd_xl_base_1.0",
+        "sd_xl_refiner_1.0",
+        0.7,
+    )
     spec = JobSpec(**fields)
     assert CONFIGURED.problem(spec) is None
     # No switch point given: A1111's 0.8. A switch point without a refiner: ignored, as A1111 does.
-    assert JobSpec(**a1111.job_fields({"prompt": "x", "refiner_checkpoint": "sd_xl_refiner_1.0"}, CONFIGURED.models,
-                                      refiner_names=CONFIGURED.refiners)).refiner_switch_at == 0.8
+    assert (
+        JobSpec(
+            **a1111.job_fields(
+                {"prompt": "x", "refiner_checkpoint": "sd_xl_refiner_1.0"},
+                CONFIGURED.models,
+                refiner_names=CONFIGURED.refiners,
+            )
+        ).refiner_switch_at
+        == 0.8
+    )
     assert "refiner" not in a1111.job_fields({"prompt": "x", "refiner_switch_at": 0.8}, CONFIGURED.models)
 
 
@@ -71,11 +95,16 @@ def test_a1111_maps_refiner_and_checkpoint_to_configured_names() -> None:
     ("payload", "field", "rule"),
     [
         ({"refiner_checkpoint": "other"}, "refiner_checkpoint", "must be one of: sd_xl_refiner_1.0"),
-        ({"override_settings": {"sd_model_checkpoint": "sd15"}}, "override_settings.sd_model_checkpoint",
-         "must be one of: sd_xl_base_1.0, default"),
+        (
+            {"override_settings": {"sd_model_checkpoint": "sd15"}},
+            "override_settings.sd_model_checkpoint",
+            "must be one of: sd_xl_base_1.0, default",
+        ),
     ],
 )
-def test_a1111_refuses_what_is_not_configured_naming_the_configured(payload: dict[str, object], field: str, rule: str) -> None:
+def test_a1111_refuses_what_is_not_configured_naming_the_configured(
+    payload: dict[str, object], field: str, rule: str
+) -> None:
     with pytest.raises(InvalidField) as error:
         a1111.job_fields({"prompt": "x", **payload}, CONFIGURED.models, refiner_names=CONFIGURED.refiners)
     assert (error.value.field, error.value.rule) == (field, rule)
@@ -105,8 +134,10 @@ def test_modelslab_reports_nsfw_content_detected_from_the_outputs() -> None:
     job = Job(id="1", owner="o", prompt="p", width=64, height=64, safety_checker=True)
     status = queued_status(job, 1.0)
     for flags, detected in (([False, True], True), ([False, False], False)):
-        outputs = [Output(key=f"k{i}", content_type="image/png", width=64, height=64, seed=i, nsfw=f)
-                   for i, f in enumerate(flags)]
+        outputs = [
+            Output(key=f"k{i}", content_type="image/png", width=64, height=64, seed=i, nsfw=f)
+            for i, f in enumerate(flags)
+        ]
         done = status.model_copy(update={"state": JobState.COMPLETED, "outputs": outputs})
         assert done.nsfw_content_detected == flags
         body = modelslab.render(done, ["u0", "u1"], None, "f")

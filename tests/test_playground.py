@@ -43,7 +43,9 @@ async def test_submit_from_the_page_shows_progress_previews_and_the_image(stack:
             preview = await page.get_attribute("#preview-image", "src")
             assert preview is not None and preview.startswith("data:image/jpeg;base64,")
             assert await page.evaluate("document.getElementById('bar').value") == 1
-            size = await page.evaluate("[document.getElementById('result').naturalWidth, document.getElementById('result').naturalHeight]")
+            size = await page.evaluate(
+                "[document.getElementById('result').naturalWidth, document.getElementById('result').naturalHeight]"
+            )
             assert size == [256, 192]
             job_id = await page.get_attribute("#run", "data-job-id")
             await page.wait_for_selector(f"#recent li[data-job-id='{job_id}']")

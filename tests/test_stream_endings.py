@@ -46,6 +46,7 @@ def test_a_retried_job_streams_its_second_run(stack: Stack) -> None:
     assert httpx.post(f"{stack.base_url}/v2/ep/retry/{job_id}", headers=headers).status_code == 200
     again = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}", params={"wait": 30}, headers=headers).json()
     assert again["state"] == "TIMED_OUT" and again["seq"] > first["seq"]
-    sse = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/events", headers={**headers, "Last-Event-ID": str(first["seq"])},
-                    timeout=10).text
+    sse = httpx.get(
+        f"{stack.base_url}/v1/jobs/{job_id}/events", headers={**headers, "Last-Event-ID": str(first["seq"])}, timeout=10
+    ).text
     assert "event: queued" in sse and "event: timed_out" in sse  # the second run, after the first's end

@@ -76,7 +76,9 @@ def test_history_is_bounded_per_job_and_in_jobs_and_keeps_one_preview_after_the_
 @pytest.mark.parametrize(
     ("size", "preview"), [((1024, 1024), (256, 256)), ((1216, 832), (256, 175)), ((128, 96), (128, 96))]
 )
-def test_preview_fits_256_pixels_and_is_never_larger_than_the_image(size: tuple[int, int], preview: tuple[int, int]) -> None:
+def test_preview_fits_256_pixels_and_is_never_larger_than_the_image(
+    size: tuple[int, int], preview: tuple[int, int]
+) -> None:
     assert preview_size(*size) == preview
     latents = torch.randn(2, 4, size[1] // 8, size[0] // 8)
     assert latents_to_image(latents, *size).size == preview

@@ -178,12 +178,19 @@ async def test_multiplexed_stream_follows_several_jobs_and_all_jobs_of_its_key(
     foreign = httpx.post(f"{stack.base_url}/v1/jobs", json=job_spec, headers={"Authorization": f"Bearer {other_key}"})
     first, second = submit(client, job_spec), submit(client, job_spec)
     wait_terminal(client, first)
-    async with connect(ws_url(stack.base_url, "/v1/stream")) as ws, connect(ws_url(stack.base_url, "/v1/stream")) as everything:
+    async with (
+        connect(ws_url(stack.base_url, "/v1/stream")) as ws,
+        connect(ws_url(stack.base_url, "/v1/stream")) as everything,
+    ):
         await everything.send(orjson.dumps({"key": stack.key, "op": "subscribe", "all": True}).decode())
         acks = [orjson.loads(await everything.recv()) for _ in range(2)]
         assert acks == [{"type": "ready"}, {"type": "subscribed", "all": True}]
         await ws.send(orjson.dumps({"key": stack.key}).decode())
-        await ws.send(orjson.dumps({"op": "subscribe", "jobs": [first, second, foreign.json()["id"]], "since": {first: 1}}).decode())
+        await ws.send(
+            orjson.dumps(
+                {"op": "subscribe", "jobs": [first, second, foreign.json()["id"]], "since": {first: 1}}
+            ).decode()
+        )
         third = submit(client, job_spec)  # after the key-wide subscription: it must show up there
         ended: set[str] = set()
         messages: list[dict[str, Any]] = []
