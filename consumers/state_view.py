@@ -35,6 +35,15 @@ class StateView:
     async def stop(self) -> None:
         await self._mirror.stop()
 
+    @property
+    def alive(self) -> bool:
+        """Following the state topic now."""
+        return self._mirror.alive
+
+    def lag_s(self) -> float:
+        """Seconds since the view last had every status on the topic (see TopicMirror.lag_s)."""
+        return self._mirror.lag_s()
+
     async def sync(self) -> None:
         """Wait until everything written to the topic before this call has been applied."""
         await self._mirror.sync()

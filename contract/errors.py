@@ -15,7 +15,9 @@
     │   └── TooManyStreams       429  the key has too many live streams open
     ├── QueueError               Kafka (the job queue) failed us
     │   ├── KafkaUnavailable     not acknowledged in time: retriable; a client gets 503
+    │   │   └── SubmitUnconfirmed    a submit not confirmed in time: it settles later (runs, or ends FAILED)
     │   └── RecordRejected       refused for good (too large, not authorised): never retried
+    │       └── SubmitRefused        a submit's record refused: the job never runs
     ├── InvalidTransition        an event that a job in its current state cannot take
     └── SettingsError            an EASEL_* variable holds a value that cannot be used
 
@@ -43,6 +45,8 @@ __all__ = [
     "QueueFull",
     "RecordRejected",
     "SettingsError",
+    "SubmitRefused",
+    "SubmitUnconfirmed",
     "TooManyStreams",
     "Unauthorized",
     "UnknownName",
@@ -173,6 +177,22 @@ class KafkaUnavailable(QueueError):
 
 class RecordRejected(QueueError):
     """Kafka refused a record for good (over the size limit, not authorised). Retrying cannot help."""
+
+
+class SubmitUnconfirmed(KafkaUnavailable):
+    """Kafka did not confirm the submit in time. It goes on in the background: the job runs, or ends FAILED."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Kafka did not confirm job {job_id} in time")
+        self.job_id = job_id
+
+
+class SubmitRefused(RecordRejected):
+    """Kafka refused one of the job's records for good. The job never runs; it ends FAILED where Kafka allows."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Kafka refused a record of job {job_id}")
+        self.job_id = job_id
 
 
 class InvalidTransition(EaselError):

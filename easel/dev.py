@@ -7,16 +7,18 @@ only Ctrl-C (or SIGTERM) stops the stack: the processes in the order of PROCESSE
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from contract.settings import Settings
 from easel.lifecycle import StopRequest, raise_interrupt
 from easel.local_kafka import LocalKafka
 from easel.supervisor import Child, Supervisor
-from easel.webhooks import dev_secret
 
 # The `easel` subcommands `easel dev` runs, in start and stop order: the API stops first, so no job arrives
 # while the runner and the dispatcher finish theirs. compose.yaml has a service for each (tests/test_compose.py).
@@ -25,12 +27,21 @@ PROCESSES = ("api", "runner", "webhooks")
 
 def dev_key(settings: Settings) -> str:
     """EASEL_DEV_KEY, or a key generated once and kept under EASEL_HOME."""
-    if settings.dev_key:
-        return settings.dev_key
-    path = settings.home / "dev-key"
+    return settings.dev_key or _kept_secret(settings.home / "dev-key", lambda: secrets.token_urlsafe(24))
+
+
+def dev_webhook_secret(settings: Settings) -> str:
+    """EASEL_WEBHOOK_SECRET, or a Standard Webhooks whsec_ secret generated once and kept under EASEL_HOME."""
+    return settings.webhook_secret or _kept_secret(
+        settings.home / "webhook-secret", lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    )
+
+
+def _kept_secret(path: Path, generate: Callable[[], str]) -> str:
+    """The secret in `path`, written (readable by its owner only) by `generate` the first time."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24))
+        path.write_text(generate())
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -65,7 +76,7 @@ def run_dev(settings: Settings) -> int:
 
 def child_env(settings: Settings, key: str) -> dict[str, str]:
     env = {**os.environ, "EASEL_DEV_KEY": key, "EASEL_KAFKA_BOOTSTRAP": settings.bootstrap}
-    env["EASEL_WEBHOOK_SECRET"] = dev_secret(settings)
+    env["EASEL_WEBHOOK_SECRET"] = dev_webhook_secret(settings)
     # Fixed ids double as static group members: a restarted runner or dispatcher takes its partitions back at once.
     env.setdefault("EASEL_RUNNER_ID", "dev-runner-0")
     env.setdefault("EASEL_WEBHOOK_DISPATCHER_ID", "dev-webhooks-0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
 from collections.abc import Coroutine
 from typing import Any
 
@@ -46,3 +47,17 @@ class StopRequest:
 
     def _request(self, signum: int, frame: object) -> None:
         self.requested = True
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """SIGTERM, then SIGKILL after `timeout_s`. True when it had to be killed."""
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+    return False

@@ -16,7 +16,6 @@ import asyncio
 import base64
 import logging
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -28,6 +27,7 @@ from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError
 
 from contract.settings import Settings
+from easel.lifecycle import stop_process
 from producers.kafka_security import client_security
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,14 +131,8 @@ class LocalKafka:
         asyncio.run(self._wait_until_ready())
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout_s)
 
     def _properties(self) -> str:
         tuning = LOCAL_TUNING.format(data_dir=self.data_dir)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from easel.lifecycle import StopRequest
+from easel.lifecycle import StopRequest, stop_process
 
 log = structlog.get_logger(__name__)
 
@@ -61,15 +61,8 @@ class Child:
         return self.process.poll()
 
     def stop(self, timeout_s: float) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("process did not stop in time; killing it", process=self.name, timeout_s=timeout_s)
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and stop_process(self.process, timeout_s):
+            log.warning("process did not stop in time; it was killed", process=self.name, timeout_s=timeout_s)
 
 
 class Supervisor:

@@ -38,18 +38,3 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{delivery.id}  job {delivery.job_id}  {delivery.event}  {delivery.url}")
     print(f"{len(replayed)} deliveries replayed")
     return 0
-
-
-def dev_secret(settings: Settings) -> str:
-    """EASEL_WEBHOOK_SECRET, or a whsec_ secret generated once and kept under EASEL_HOME (for `easel dev`)."""
-    if settings.webhook_secret:
-        return settings.webhook_secret
-    path = settings.home / "webhook-secret"
-    if not path.exists():
-        import base64
-        import secrets
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
-        path.chmod(0o600)
-    return path.read_text().strip()

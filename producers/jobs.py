@@ -16,7 +16,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from contract.errors import KafkaUnavailable, QueueError, RecordRejected
+from contract.errors import QueueError, RecordRejected, SubmitRefused, SubmitUnconfirmed
 from contract.events import Event, EventType
 from contract.job import Job
 from contract.lifecycle import advance, job_of, queued_status
@@ -30,22 +30,6 @@ from producers.retry import retry_forever
 log = structlog.get_logger(__name__)
 # The reason a job ends FAILED with when Kafka did not take its request.
 NOT_CONFIRMED = "submission was not confirmed by Kafka; not run"
-
-
-class SubmitUnconfirmed(KafkaUnavailable):
-    """Kafka did not confirm the submit in time. It goes on in the background: the job runs, or ends FAILED."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"Kafka did not confirm job {job_id} in time")
-        self.job_id = job_id
-
-
-class SubmitRefused(RecordRejected):
-    """Kafka refused one of the job's records for good. The job never runs; it ends FAILED where Kafka allows."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"Kafka refused a record of job {job_id}")
-        self.job_id = job_id
 
 
 class JobProducer:

@@ -36,9 +36,11 @@ from contract.errors import (
     NotFound,
     QueueError,
     RecordRejected,
+    SubmitRefused,
+    SubmitUnconfirmed,
 )
 from dialects import a1111, modelslab, native, runpod, skidio
-from producers.jobs import NOT_CONFIRMED, SubmitRefused, SubmitUnconfirmed
+from producers.jobs import NOT_CONFIRMED
 
 log = structlog.get_logger(__name__)
 Model = TypeVar("Model", bound=BaseModel)

@@ -49,7 +49,7 @@ def readiness(request: Request) -> tuple[bool, dict[str, Any]]:
     bound = app.settings.health_max_lag_s
     parts = {
         "producer": {"ok": True} if app.kafka.producer is not None else {"ok": False, "problem": "not connected"},
-        "state_view": view_health(app.kafka.view_mirror, bound),
+        "state_view": view_health(app.kafka.connected_view, bound),
         "stream_hub": view_health(request.app.state.streams, bound),
     }
     ready = all(part["ok"] for part in parts.values())

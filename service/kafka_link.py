@@ -12,7 +12,6 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from consumers.state_view import StateView
-from consumers.topic_mirror import TopicMirror
 from contract.errors import KafkaUnavailable
 from contract.settings import Settings
 from contract.topics import Topics
@@ -47,9 +46,9 @@ class KafkaLink:
         return self._view
 
     @property
-    def view_mirror(self) -> TopicMirror | None:
-        """The state view's mirror, for its health (StateView does not expose it yet)."""
-        return self._view._mirror if self._view is not None else None
+    def connected_view(self) -> StateView | None:
+        """The state view once connected, else None (for health, which must not raise)."""
+        return self._view
 
     async def start(self, wait_s: float = 0.0) -> None:
         """Start connecting; wait up to `wait_s` for the link to be ready, then go on regardless."""

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from contract.errors import INTERNAL_MESSAGE, UNAVAILABLE_MESSAGE
+from contract.errors import INTERNAL_MESSAGE, UNAVAILABLE_MESSAGE, SubmitRefused, SubmitUnconfirmed
 from contract.topics import Topics
 from easel.local_kafka import LocalKafka
-from producers.jobs import NOT_CONFIRMED, SubmitRefused, SubmitUnconfirmed
+from producers.jobs import NOT_CONFIRMED
 from service.errors import error_response
 from tests.conftest import HOME
 from tests.kafka_io import job_events, read_topic

@@ -80,10 +80,7 @@ def _native(event: Event, status: JobStatus, url: str, settings: Settings) -> di
 def _modelslab(event: Event, status: JobStatus, url: str, settings: Settings) -> dict[str, Any]:
     urls = file_urls(settings, status.job_id, len(status.outputs) or int(status.spec.get("num_images") or 1))
     fetch_url = f"{settings.base_url}/api/v6/realtime/fetch/{status.job_id}"
-    body = modelslab.render(status, urls, None, fetch_url)
-    if body["status"] == "error":
-        body["status"] = "failed"  # ModelsLab's webhooks say `failed` where its responses say `error`
-    return body
+    return modelslab.render(status, urls, None, fetch_url, webhook=True)
 
 
 def _runpod(event: Event, status: JobStatus, url: str, settings: Settings) -> dict[str, Any]:
