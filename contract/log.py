@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import orjson
@@ -10,6 +11,9 @@ import structlog
 
 
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
+    # transformers warns on import that torchvision is missing and it falls back to PIL image processors: the
+    # runner needs no torchvision, so nothing a user can act on. Only its errors are shown (its variable still wins).
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     renderer: structlog.typing.Processor
     logger_factory: structlog.BytesLoggerFactory | structlog.PrintLoggerFactory
     if fmt == "json":
