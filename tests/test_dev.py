@@ -4,6 +4,7 @@ serving, and only SIGTERM (or Ctrl-C) stops it, every child with it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,10 +18,13 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from contract.events import EventType
+from contract.topics import Topics
 from easel.dev import PROCESSES
 from easel.local_kafka import LocalKafka
 from easel.supervisor import Backoff, Child, Supervisor
 from tests.conftest import HOME
+from tests.kafka_io import job_events
 from tests.processes import EaselProcess, child_processes, make_stack, wait_for_health
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
@@ -84,6 +88,15 @@ def wait_until_done(client: httpx.Client, spec: dict[str, object]) -> dict[str, 
     raise AssertionError(f"job {job_id} not finished: {body}")
 
 
+def wait_for_step(client: httpx.Client, job_id: str, step: int) -> None:
+    for _ in range(600):
+        progress = client.get(f"/v1/jobs/{job_id}").json().get("progress") or {}
+        if progress.get("step", 0) >= step:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached step {step}")
+
+
 def children_by_command(pid: int) -> dict[str, int]:
     """`easel dev`'s children by subcommand (they run `python -m easel.cli <command>`)."""
     return {argv[-1]: child for child, argv in child_processes(pid).items() if argv[-2:-1] == ["easel.cli"]}
@@ -126,9 +139,16 @@ def test_easel_dev_restarts_a_killed_runner_and_sigterm_stops_every_child(
         with httpx.Client(base_url=stack.base_url, headers=auth, timeout=60) as client:
             assert wait_until_done(client, job_spec)["state"] == "COMPLETED"
 
+            # SIGKILL the runner at step 3 of a 60-step job: the supervisor restarts it, the job runs again.
+            long_job = client.post("/v1/jobs", json={**job_spec, "steps": 60}).json()["id"]
+            wait_for_step(client, long_job, 3)
             os.kill(children["runner"], signal.SIGKILL)
             restarted = wait_for_new_child(dev, "runner", children["runner"])
             seen.add(restarted)
+            finished = client.get(f"/v1/jobs/{long_job}", params={"wait": 60}).json()
+            assert (finished["state"], finished["attempt"]) == ("COMPLETED", 2), finished
+            events = asyncio.run(job_events(kafka.bootstrap, Topics(stack.prefix).events, long_job))
+            assert [e.type for e in events if e.type.is_terminal] == [EventType.COMPLETED]
             assert wait_until_done(client, job_spec)["state"] == "COMPLETED"
 
         exited, restart = [record for record in supervisor_records(dev) if record["process"] == "runner"][:2]
