@@ -1,9 +1,10 @@
 """`make bench`: every benchmark, one after the other. Results are printed and saved under bench/results/."""
 
-from bench import overhead, previews, streams, torch_threads, webhooks
+from bench import outcomes, overhead, previews, streams, torch_threads, webhooks
 
 if __name__ == "__main__":
     overhead.main()
+    outcomes.main()
     webhooks.main()
     streams.main()
     previews.main()

@@ -133,7 +133,10 @@ class Runner:
             try:
                 await self._fail_unhandled(record)
             except Exception:
-                log.exception("could not fail it either; it is read again after a restart", offset=record.offset)
+                # Never skipped: the next request's commit would move the offset past it. Read it again.
+                log.exception("could not fail it either; reading it again", offset=record.offset)
+                consumer.seek(tp, record.offset)
+                await asyncio.sleep(1)
 
     async def handle(self, record: Record) -> None:
         # Before reading any state: this fences the partition's earlier owner and aborts what it left open.
