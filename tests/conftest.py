@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import httpx
@@ -11,20 +10,13 @@ import pytest
 from contract.settings import Settings
 from easel.local_kafka import LocalKafka
 from gpu_runner.pipeline import resolve_model
-from tests.processes import REPO, Stack, free_port, make_stack
-
-HOME = REPO / ".easel"
+from tests.processes import HOME, Stack, make_stack, own_broker
 
 
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[LocalKafka]:
-    # Free ports, so test sessions (and a `make run`) can share the machine.
-    broker = LocalKafka(HOME, port=free_port(), controller_port=free_port())
-    shutil.rmtree(broker.data_dir, ignore_errors=True)  # a fresh broker for every run
-    broker.start()
-    yield broker
-    broker.stop()
-    shutil.rmtree(broker.data_dir, ignore_errors=True)
+    with own_broker() as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

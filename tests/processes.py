@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from easel.local_kafka import LocalKafka, Scram
+
 REPO = Path(__file__).resolve().parent.parent
+HOME = REPO / ".easel"  # the Kafka jars and the tiny model, shared with `make run`
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"easel-test-webhook-secret-32byte").decode()
 
 
@@ -160,3 +166,16 @@ def make_stack(bootstrap: str, workdir: Path, prefix: str, home: Path) -> Stack:
         "EASEL_WEBHOOK_RETRY_SCHEDULE_S": "0,0.2,0.5,3",
     }
     return Stack(env=env, workdir=workdir, port=port, key=key)
+
+
+@contextmanager
+def own_broker(scram: Scram | None = None) -> Iterator[LocalKafka]:
+    """A fresh broker on free ports (so test sessions and a `make run` share the machine), its data removed after."""
+    broker = LocalKafka(HOME, port=free_port(), controller_port=free_port(), scram=scram)
+    shutil.rmtree(broker.data_dir, ignore_errors=True)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(broker.data_dir, ignore_errors=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,19 +11,13 @@ import pytest
 
 from easel.local_kafka import LocalKafka
 from tests.conftest import HOME
-from tests.processes import Stack, free_port, make_stack
+from tests.processes import Stack, make_stack, own_broker
 
 
 @pytest.fixture
 def broker() -> Iterator[LocalKafka]:
-    broker = LocalKafka(HOME, port=free_port(), controller_port=free_port())
-    shutil.rmtree(broker.data_dir, ignore_errors=True)
-    broker.start()
-    try:
+    with own_broker() as broker:
         yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
 @pytest.fixture

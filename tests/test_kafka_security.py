@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import ssl
 import subprocess
 import uuid
@@ -25,7 +24,7 @@ from easel.local_kafka import ADMIN, LocalKafka, Scram
 from producers import ensure_topics, open_producer, publish
 from producers.kafka_security import client_security
 from tests.conftest import HOME
-from tests.processes import REPO, free_port
+from tests.processes import REPO, own_broker
 
 USERS = (ADMIN, "api", "runner", "webhooks", "producer")
 TOPICS = Topics()  # the default prefix, the one compose uses
@@ -44,10 +43,7 @@ def scram() -> Scram:
 
 @pytest.fixture(scope="module")
 def broker(scram: Scram) -> Iterator[LocalKafka]:
-    broker = LocalKafka(HOME, port=free_port(), controller_port=free_port(), scram=scram)
-    shutil.rmtree(broker.data_dir, ignore_errors=True)
-    try:
-        broker.start()
+    with own_broker(scram) as broker:
         applied = subprocess.run(
             ["sh", str(REPO / "kafka" / "acls.sh")],
             env={**os.environ, "ADMIN_PASSWORD": scram.users[ADMIN], "BOOTSTRAP": broker.bootstrap,
@@ -56,9 +52,6 @@ def broker(scram: Scram) -> Iterator[LocalKafka]:
         )
         assert applied.returncode == 0, applied.stdout + applied.stderr
         yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

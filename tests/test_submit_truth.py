@@ -7,7 +7,6 @@ API's short EASEL_SUBMIT_TIMEOUT_S runs out while its records wait in the produc
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from producers.jobs import NOT_CONFIRMED
 from service.errors import error_response
 from tests.conftest import HOME
 from tests.kafka_io import job_events, read_topic
-from tests.processes import Stack, free_port, make_stack
+from tests.processes import Stack, make_stack, own_broker
 
 JOB = {"prompt": "a submit in doubt", "width": 64, "height": 64, "steps": 2}
 PAUSE_S = 3.0  # under the producer's request timeout (submit timeout + 5 s): the connection survives it
@@ -33,14 +32,8 @@ PAUSE_S = 3.0  # under the producer's request timeout (submit timeout + 5 s): th
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[LocalKafka]:
-    broker = LocalKafka(HOME, port=free_port(), controller_port=free_port())
-    shutil.rmtree(broker.data_dir, ignore_errors=True)
-    broker.start()
-    try:
+    with own_broker() as broker:
         yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(broker.data_dir, ignore_errors=True)
 
 
 @contextmanager
