@@ -1,9 +1,9 @@
-"""Create Easel's topics idempotently, with explicit configs."""
+"""Create Easel's topics idempotently, with explicit configs, and grow their partitions to what is configured."""
 
 from __future__ import annotations
 
 import structlog
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
 from contract.settings import Settings
 from contract.topics import Topics, TopicSpec
@@ -14,7 +14,11 @@ log = structlog.get_logger(__name__)
 
 
 async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> None:
-    """Create the job topics (or the given `specs`) that do not exist yet, with their configs."""
+    """Create the job topics (or the given `specs`) that do not exist yet, with their configs; give existing
+    ones the partitions they lack (EASEL_REQUEST_PARTITIONS raised on a running cluster: more runners work).
+
+    Kafka cannot take partitions away: a topic with more than configured keeps them.
+    """
     wanted = specs if specs is not None else Topics(settings.topic_prefix).specs(settings.request_partitions)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap, client_id="easel-admin", **client_security(settings)
@@ -22,6 +26,7 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        await _grow(admin, [spec for spec in wanted if spec.name in existing])
         missing = [spec for spec in wanted if spec.name not in existing]
         if not missing:
             return
@@ -35,3 +40,13 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
         log.info("topics created", topics=[s.name for s in missing])
     finally:
         await admin.close()
+
+
+async def _grow(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    if not specs:
+        return
+    counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([s.name for s in specs])}
+    short = {s.name: s.partitions for s in specs if counts.get(s.name, s.partitions) < s.partitions}
+    if short:
+        await admin.create_partitions({name: NewPartitions(total) for name, total in short.items()})
+        log.info("partitions added", topics={name: f"{counts[name]} -> {total}" for name, total in short.items()})
