@@ -9,7 +9,6 @@ one local broker, interleaved pair by pair, so the machine's noise hits both ali
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.results import report
 from contract.settings import Settings
 from contract.topics import Topics
 from easel.local_kafka import LocalKafka
@@ -111,10 +111,7 @@ def main() -> None:
     finally:
         broker.stop()
         shutil.rmtree(broker.data_dir, ignore_errors=True)
-    print(json.dumps(result, indent=2))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "outcomes.json").write_text(json.dumps(result, indent=2))
+    report("outcomes", result)
 
 
 if __name__ == "__main__":

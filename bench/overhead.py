@@ -8,7 +8,6 @@ and a runner as separate processes. Sizes: the tiny model, 256×256, 8 steps.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.results import report
 from contract.job import Job
 from easel.local_kafka import LocalKafka
 from gpu_runner.pipeline import SDXLGenerator, resolve_model
@@ -132,10 +132,7 @@ def main() -> None:
         "full_path_parts": {name: summary(values) for name, values in parts.items()},
         "goal": {"overhead_p50_ms": 15, "overhead_p99_ms": 60},
     }
-    print(json.dumps(result, indent=2))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "overhead.json").write_text(json.dumps(result, indent=2))
+    report("overhead", result)
 
 
 def _wait_healthy(client: httpx.Client) -> None:

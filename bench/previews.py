@@ -6,7 +6,6 @@ pays. Also timed alone at SDXL's real size (a 1024² image: 128×128 latents →
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from bench.results import report
 from contract.job import Job
 from gpu_runner.pipeline import SDXLGenerator, resolve_model
 from gpu_runner.previews import preview_event_data, preview_interval, wants_preview
@@ -60,10 +60,7 @@ def main() -> None:
         "one_preview_1024px_ms": _ms(singles),
         "preview_1024px_bytes_base64": len(preview_event_data(latents, 1, 30, 1024, 1024)["image"]),
     }
-    print(json.dumps(result, indent=2))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "previews.json").write_text(json.dumps(result, indent=2))
+    report("previews", result)
 
 
 def _ms(values: list[float]) -> dict[str, float]:

@@ -11,7 +11,6 @@ shared by the broker, the API, the stand-in runner and all the clients.
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import os
 import shutil
@@ -26,6 +25,7 @@ import httpx
 import orjson
 from websockets.asyncio.client import connect
 
+from bench.results import report
 from contract.events import EventType
 from contract.keys import key_id
 from contract.serialization import encode, key
@@ -87,10 +87,7 @@ def main() -> None:
         "concurrent_jobs": CONCURRENT_JOBS,
         "goal": {"p99_ms": 100},
     }
-    print(json.dumps(result, indent=2))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "streams.json").write_text(json.dumps(result, indent=2))
+    report("streams", result)
 
 
 async def _measure(base_url: str, bootstrap: str, targets: list[str], statuses: list[dict[str, Any]]) -> dict[str, Any]:

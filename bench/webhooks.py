@@ -14,7 +14,6 @@ holds the others back. Rates run from each endpoint's first delivery to its last
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import socket
@@ -28,6 +27,7 @@ from pathlib import Path
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
+from bench.results import report
 from consumers.webhooks.schedule import RetrySchedule
 from consumers.webhooks.topics import ensure_webhook_topics
 from contract.events import Event, EventType
@@ -187,10 +187,7 @@ def main() -> None:
         "phases": phases,
         "goal": {"deliveries_per_s": 1000, "slow_endpoint_does_not_lower_the_others": True},
     }
-    print(json.dumps(result, indent=2))
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "webhooks.json").write_text(json.dumps(result, indent=2))
+    report("webhooks", result)
 
 
 if __name__ == "__main__":
