@@ -54,7 +54,7 @@ def start_stack(bootstrap: str, workdir: Path, port: int) -> list[subprocess.Pop
         "EASEL_TOPIC_PREFIX": "bench",
         "EASEL_PORT": str(port),
         "EASEL_HOME": str(HOME),
-        "EASEL_BLOB_DIR": str(workdir / "blobs"),
+        "EASEL_BLOB_URL": str(workdir / "blobs"),
         "EASEL_API_KEYS": KEY,
         "EASEL_RUNNER_ID": "bench-runner",
         "EASEL_LOG_LEVEL": "warning",

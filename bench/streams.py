@@ -200,7 +200,7 @@ def _start_api(bootstrap: str, workdir: Path, port: int) -> subprocess.Popen[byt
         "EASEL_TOPIC_PREFIX": PREFIX,
         "EASEL_PORT": str(port),
         "EASEL_HOME": str(HOME),
-        "EASEL_BLOB_DIR": str(workdir / "blobs"),
+        "EASEL_BLOB_URL": str(workdir / "blobs"),
         "EASEL_API_KEYS": KEY,
         "EASEL_LOG_LEVEL": "warning",
     }

@@ -43,7 +43,13 @@ class Settings:
     kafka_ca_file: str = ""
     # Where the local broker, the tiny model and the blobs live.
     home: Path = Path(".easel")
-    blob_dir: Path = Path(".easel/blobs")
+    # Where images live: a local folder (a path; by default <home>/blobs) or `s3://bucket/prefix` on any
+    # S3-compatible store. S3 credentials and region come from the standard AWS_* variables.
+    blob_url: str = ""
+    # An S3-compatible endpoint other than AWS (S3Proxy, MinIO, R2, ...); empty: AWS itself.
+    s3_endpoint_url: str = ""
+    # 1: image links point straight at the S3 store (presigned GET URLs) instead of through the API.
+    s3_presigned_urls: int = 0
     # HTTP API.
     host: str = "127.0.0.1"
     port: int = 8000
@@ -81,6 +87,9 @@ class Settings:
     runner_id: str = ""
     device: str = "auto"
     job_timeout_s: float = 600.0
+    # A running job's full status is written at most once per this many seconds (progress events go out every
+    # step); state changes (started, finished) are written at once.
+    status_interval_s: float = 0.25
     # Previews: every N steps for jobs with `preview`; 0 = about ten per job.
     preview_every: int = 0
     # A job that started this many times without ending (each start crashed or lost its runner) ends FAILED.
@@ -129,10 +138,7 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, str(f.type), raw)
-        settings = cls(**values)  # type: ignore[arg-type]
-        if "blob_dir" not in values and "home" in values:
-            settings = settings.replace(blob_dir=settings.home / "blobs")
-        return settings
+        return cls(**values)  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Settings:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -142,6 +148,11 @@ class Settings:
     @property
     def all_keys(self) -> tuple[str, ...]:
         return (*self.api_keys, self.dev_key) if self.dev_key else self.api_keys
+
+    @property
+    def blob_location(self) -> str:
+        """`blob_url`, or the local folder under `home` when it is empty."""
+        return self.blob_url or str(self.home / "blobs")
 
     @property
     def bootstrap(self) -> str:

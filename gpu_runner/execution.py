@@ -96,7 +96,8 @@ class JobExecution:
 
         try:
             on_latents = self._previews(loop) if job.preview else None
-            outputs = await self.generator.run_in_thread(self._generate_and_store, seeds, on_step, on_latents)
+            encoded = await self.generator.run_in_thread(self._generate_and_encode, seeds, on_step, on_latents)
+            outputs = [await self._store(*image) for image in encoded]
         except JobStopped as stop:
             self.writer.emit(stop.event, {"error": stop.reason})
             return stop.event
@@ -136,31 +137,33 @@ class JobExecution:
 
         return on_latents
 
-    def _generate_and_store(
+    def _generate_and_encode(
         self, seeds: list[int], on_step: Any, on_latents: LatentsCallback | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[dict[str, Any], bytes]]:
+        """In the generation thread: the images, encoded, each with its output entry (stored on the loop)."""
         job = self.job
         images = self.generator.generate(job, seeds, on_step, on_latents)
         nsfw = [False] * len(images)
         if job.safety_checker:
             images, nsfw = self.generator.check_safety(images)
         spec = job.model_dump(mode="json", include=set(JobSpec.model_fields))
-        outputs = []
+        encoded = []
         for index, (image, seed, flagged) in enumerate(zip(images, seeds, nsfw, strict=True)):
-            key = image_key(job.id, index, job.output_format)
+            output = {
+                "key": image_key(job.id, index, job.output_format),
+                "content_type": CONTENT_TYPES[job.output_format],
+                "width": image.width,
+                "height": image.height,
+                "seed": seed,
+                "nsfw": flagged,
+            }
             parameters = infotext(spec, seed, self.catalog.model_name)
-            self.blobs.put(key, encode_image(image, job.output_format, parameters))
-            outputs.append(
-                {
-                    "key": key,
-                    "content_type": CONTENT_TYPES[job.output_format],
-                    "width": image.width,
-                    "height": image.height,
-                    "seed": seed,
-                    "nsfw": flagged,
-                }
-            )
-        return outputs
+            encoded.append((output, encode_image(image, job.output_format, parameters)))
+        return encoded
+
+    async def _store(self, output: dict[str, Any], data: bytes) -> dict[str, Any]:
+        await self.blobs.put(output["key"], data, output["content_type"])
+        return output
 
 
 def _short_reason(exc: BaseException) -> str:

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from consumers.kafka import Partitions, Rebalance, group_consumer
 from consumers.state_view import StateView
-from contract.blobs import BlobStore
+from contract.blobs import open_blob_store
 from contract.catalog import Catalog
 from contract.errors import RecordRejected, SettingsError
 from contract.events import Event, EventType
@@ -63,7 +63,7 @@ class Runner:
         self.generator = generator
         self.topics = Topics(settings.topic_prefix)
         self.runner_id = settings.runner_id or f"{socket.gethostname()}-{id(self):x}"
-        self.blobs = BlobStore(settings.blob_dir)
+        self.blobs = open_blob_store(settings)
         self.view = StateView(settings)
         self.cancels = CancelWatcher(settings)
         self.catalog = Catalog.from_settings(settings)
@@ -107,6 +107,7 @@ class Runner:
             await self.view.stop()
             await self.outcomes.stop()
             await self.producer.stop()
+            await self.blobs.close()
 
     async def _consume_one(self, consumer: AIOKafkaConsumer) -> None:
         batches = await consumer.getmany(timeout_ms=1000, max_records=1)

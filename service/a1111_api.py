@@ -30,7 +30,7 @@ async def txt2img(request: Request) -> Response:
     job = build_job(app, fields, owner, dialect="a1111", client_input=payload, names=a1111.FIELD_NAMES)
     status = await enqueue(app, job)
     status = await wait_terminal(app, status, app.settings.job_timeout_s)
-    code, body = a1111.txt2img_answer(status, images_base64(app, status), payload)
+    code, body = a1111.txt2img_answer(status, await images_base64(app, status), payload)
     return JSONResponse(body, status_code=code)
 
 

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from contract.blobs import open_blob_store
 from contract.catalog import Catalog
 from contract.errors import SettingsError
 from contract.job import MAX_ECHO_BYTES
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> Starlette:
             settings=settings,
             keys=ApiKeys(settings.all_keys),
             kafka=kafka,
+            blobs=open_blob_store(settings),
             catalog=Catalog.from_settings(settings),
             stream_slots=StreamSlots(settings.max_streams_per_key),
         )
@@ -98,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
             await app.state.webhook_deliveries.stop()
             await app.state.streams.stop()
             await kafka.stop()
+            await app.state.easel.blobs.close()
 
     return Starlette(
         routes=ROUTES,

@@ -27,4 +27,4 @@ async def get_file(request: Request) -> Response:
     status = app.kafka.view.get(job_id)
     if status is None:
         raise NotFound("not ready yet", "index")
-    return image_response(app, status, index, public=True)
+    return await image_response(app, status, index, public=True)

@@ -55,7 +55,7 @@ async def get_image(request: Request) -> Response:
     if index >= len(status.outputs) and not status.is_terminal:
         # Read-your-writes for stream clients: the `completed` event can arrive before this view has it.
         status = (await caught_up(app)).get(status.job_id) or status
-    return image_response(app, status, index, public=False)
+    return await image_response(app, status, index, public=False)
 
 
 async def cancel_job(request: Request) -> Response:

@@ -20,11 +20,11 @@ from service.submission import build_job, checked_webhook, enqueue, images_base6
 RESPONSE_WINDOW_S = 20.0
 
 
-def _render(app: AppState, status: JobStatus, base64: bool) -> JSONResponse:
+async def _render(app: AppState, status: JobStatus, base64: bool) -> JSONResponse:
     count = len(status.outputs) or int(status.spec.get("num_images") or 1)
     urls = file_urls(app.settings, status.job_id, count)
     fetch = f"{app.settings.base_url}/api/v6/realtime/fetch/{status.job_id}"
-    encoded = images_base64(app, status) if base64 and status.outputs else None
+    encoded = await images_base64(app, status) if base64 and status.outputs else None
     return JSONResponse(modelslab.render(status, urls, encoded, fetch))
 
 
@@ -47,7 +47,7 @@ async def text2img(request: Request) -> Response:
     status = await enqueue(app, job)
     if not body.get("instant_response"):
         status = await wait_terminal(app, status, RESPONSE_WINDOW_S)
-    return _render(app, status, bool(body.get("base64")))
+    return await _render(app, status, bool(body.get("base64")))
 
 
 async def fetch(request: Request) -> Response:
@@ -55,4 +55,4 @@ async def fetch(request: Request) -> Response:
     body = await json_object(request)
     owner = app.keys.authenticate(request, body)
     status = await owned_status(app, request.path_params["job_id"], owner)
-    return _render(app, status, bool((status.client_input or {}).get("base64")))
+    return await _render(app, status, bool((status.client_input or {}).get("base64")))

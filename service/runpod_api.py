@@ -34,7 +34,7 @@ from service.submission import (
 MAX_WAIT_MS = 300_000
 
 
-def _output(app: AppState, status: JobStatus) -> Any | None:
+async def _output(app: AppState, status: JobStatus) -> Any | None:
     if status.state is not JobState.COMPLETED:
         return None
     job_input = status.client_input or {}
@@ -42,7 +42,7 @@ def _output(app: AppState, status: JobStatus) -> Any | None:
     if shape == "public":
         return runpod.public_output(file_urls(app.settings, status.job_id, len(status.outputs)))
     payload = job_input.get("payload", {}) if shape == "a1111-api" else job_input
-    return a1111.txt2img_response(status, images_base64(app, status), payload)
+    return a1111.txt2img_response(status, await images_base64(app, status), payload)
 
 
 async def _submit(request: Request, job_id: str | None = None) -> tuple[AppState, JobStatus]:
@@ -69,7 +69,7 @@ async def runsync(request: Request) -> Response:
     wait_ms = _wait_ms(request)
     app, status = await _submit(request, job_id=f"sync-{new_job_id()}")
     status = await wait_terminal(app, status, wait_ms / 1000)
-    return JSONResponse(runpod.envelope(status, _output(app, status)))
+    return JSONResponse(runpod.envelope(status, await _output(app, status)))
 
 
 def _wait_ms(request: Request) -> int:
@@ -90,7 +90,7 @@ async def _owned(request: Request) -> tuple[AppState, JobStatus]:
 
 async def status(request: Request) -> Response:
     app, job = await _owned(request)
-    return JSONResponse(runpod.envelope(job, _output(app, job)))
+    return JSONResponse(runpod.envelope(job, await _output(app, job)))
 
 
 async def stream(request: Request) -> Response:
@@ -99,7 +99,7 @@ async def stream(request: Request) -> Response:
     if job.progress is not None and not job.is_terminal:
         chunks.append({"output": job.progress.model_dump()})
     elif job.state is JobState.COMPLETED:
-        chunks.append({"output": _output(app, job)})
+        chunks.append({"output": await _output(app, job)})
     return JSONResponse({"status": job.state.value, "stream": chunks})
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from contract.blobs import BlobStore
 from contract.errors import InvalidField
 from contract.states import JobState, JobStatus
 from dialects import skidio
@@ -46,9 +45,9 @@ async def txt2img(request: Request) -> Response:
         return JSONResponse(skidio.render(status, []), status_code=code)
     if len(status.outputs) == 1:
         output = status.outputs[0]
-        data = BlobStore(app.settings.blob_dir).get(output.key) or b""
+        data = await app.blobs.get(output.key) or b""
         return Response(data, media_type=output.content_type, headers={"X-Job-Id": status.job_id})
-    return JSONResponse({**skidio.render(status, []), "images_base64": images_base64(app, status)})
+    return JSONResponse({**skidio.render(status, []), "images_base64": await images_base64(app, status)})
 
 
 async def txt2img_async(request: Request) -> Response:

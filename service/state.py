@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from contract.blobs import BlobStore
 from contract.catalog import Catalog
 from contract.settings import Settings
 from service.auth import ApiKeys
@@ -16,6 +17,8 @@ class AppState:
     settings: Settings
     keys: ApiKeys
     kafka: KafkaLink
+    # Where the runners put images (contract/blobs.py); the API reads and, after retention, deletes them.
+    blobs: BlobStore
     # The configured models, refiners and safety checker, by the names clients use.
     catalog: Catalog = field(default_factory=Catalog)
     # The live streams each key holds open on this instance, capped by EASEL_MAX_STREAMS_PER_KEY.

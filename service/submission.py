@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from consumers.state_view import StateView
-from contract.blobs import BlobStore
 from contract.control import ControlCommand
 from contract.errors import BodyTooLarge, KafkaUnavailable, NotFound, QueueFull
 from contract.job import Job, WebhookSpec, check_work_budget, echo_size, new_job_id
@@ -124,6 +123,5 @@ async def request_cancel(app: AppState, job_id: str) -> None:
                   within_s=app.settings.submit_timeout_s)
 
 
-def images_base64(app: AppState, status: JobStatus) -> list[str]:
-    store = BlobStore(app.settings.blob_dir)
-    return [base64.b64encode(store.get(o.key) or b"").decode() for o in status.outputs]
+async def images_base64(app: AppState, status: JobStatus) -> list[str]:
+    return [base64.b64encode(await app.blobs.get(o.key) or b"").decode() for o in status.outputs]

@@ -153,7 +153,7 @@ def make_stack(bootstrap: str, workdir: Path, prefix: str, home: Path) -> Stack:
         "EASEL_TOPIC_PREFIX": prefix,
         "EASEL_PORT": str(port),
         "EASEL_HOME": str(home),
-        "EASEL_BLOB_DIR": str(workdir / "blobs"),
+        "EASEL_BLOB_URL": str(workdir / "blobs"),
         "EASEL_API_KEYS": f"{key},other-key-{prefix}",
         "EASEL_LOG_FORMAT": "json",
         "EASEL_SUBMIT_TIMEOUT_S": "3",

@@ -156,7 +156,7 @@ def test_easel_services_wait_for_a_healthy_kafka(services: dict[str, dict[str, A
 def test_api_and_runner_share_the_blob_volume(
     services: dict[str, dict[str, Any]], declared_volumes: set[str]
 ) -> None:
-    blob_dirs = {name: environment(services[name]).get(PREFIX + "BLOB_DIR") for name in ("api", "runner")}
+    blob_dirs = {name: environment(services[name]).get(PREFIX + "BLOB_URL") for name in ("api", "runner")}
     assert blob_dirs["api"] and blob_dirs["api"] == blob_dirs["runner"], blob_dirs
     blob_dir = blob_dirs["api"]
     sources = {name: mounts(services[name]).get(blob_dir) for name in ("api", "runner")}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 
@@ -23,7 +21,7 @@ def test_settings_read_typed_values_from_the_environment() -> None:
     )
     assert settings.port == 9000
     assert settings.api_keys == ("a", "b")
-    assert settings.blob_dir == Path("/tmp/x/blobs")  # follows EASEL_HOME unless set itself
+    assert settings.blob_location == "/tmp/x/blobs"  # follows EASEL_HOME unless set itself
     assert settings.submit_timeout_s == 1.5
     assert settings.bootstrap == "127.0.0.1:19092"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contract.blobs import BlobStore
+from contract.blobs import LocalBlobStore
 from contract.keys import key_id
 from contract.serialization import encode, key
 from contract.states import JobState, JobStatus, Output
@@ -56,11 +56,11 @@ def test_a_key_over_its_queue_limit_gets_429_in_every_dialect(limited_stack: Sta
 
 
 async def test_images_expire_after_the_retention(limited_stack: Stack) -> None:
-    blobs = BlobStore(Path(limited_stack.env["EASEL_BLOB_DIR"]))
+    blobs = LocalBlobStore(Path(limited_stack.env["EASEL_BLOB_URL"]))
     headers = {"Authorization": f"Bearer {limited_stack.key}"}
     now = time.time()
     for job_id, finished in (("fresh-job", now + 60), ("old-job", now - 60)):
-        blobs.put(f"{job_id}/0.png", b"\x89PNG not really")
+        await blobs.put(f"{job_id}/0.png", b"\x89PNG not really", "image/png")
         status = JobStatus(
             job_id=job_id, owner=key_id(limited_stack.key), state=JobState.COMPLETED, seq=3, updated_at=finished,
             created_at=finished - 1, started_at=finished - 1, finished_at=finished,
