@@ -82,6 +82,22 @@ def command(service: dict[str, Any]) -> list[str]:
     return shlex.split(raw) if isinstance(raw, str) else [str(part) for part in raw]
 
 
+def with_defaults(value: str) -> str:
+    """`value` as compose interpolates it when no variable is set: `${VAR:-default}` becomes `default`."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
+def gpu_ids(service: dict[str, Any]) -> list[str]:
+    """The NVIDIA device ids a service reserves (with no variable set)."""
+    devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    return [
+        with_defaults(str(device_id))
+        for device in devices
+        if device.get("driver") == "nvidia" and "gpu" in device.get("capabilities", [])
+        for device_id in device.get("device_ids", [])
+    ]
+
+
 def required_variable(value: str) -> str | None:
     """The variable a `${VAR:?message}` value requires, else None."""
     match = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", value)
@@ -135,14 +151,35 @@ def test_commands_are_cli_subcommands(
     assert services["runner"]["command"] in ("runner", ["runner"])
 
 
-def test_runner_reserves_a_gpu(services: dict[str, dict[str, Any]]) -> None:
-    devices = services["runner"].get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
-    assert any(
-        device.get("driver") == "nvidia"
-        and "gpu" in device.get("capabilities", [])
-        and device.get("count") in (1, "all")
-        for device in devices
-    ), devices
+def test_each_runner_is_pinned_to_its_own_gpu(services: dict[str, dict[str, Any]]) -> None:
+    """One runner per GPU: `runner` takes GPU 0, the gpus-N profiles add runners on GPUs 1..N-1, each by device id
+    (replicas of one service asking for `count: 1` would all be handed the same GPU)."""
+    runners = {name: service for name, service in services.items() if command(service) == ["runner"]}
+    assert gpu_ids(runners["runner"]) == ["0"]
+    assert "profiles" not in runners["runner"], "the first runner starts without a profile"
+    extra = {name: gpu_ids(service) for name, service in runners.items() if name != "runner"}
+    assert sorted(extra.values()) == [["1"], ["2"], ["3"]], extra
+    for name in extra:
+        assert environment(runners[name]) == environment(runners["runner"]), f"{name} is configured unlike runner"
+        assert set(runners[name]["profiles"]) <= {"gpus-2", "gpus-4"}, name
+    gpus_2 = [name for name in extra if "gpus-2" in runners[name]["profiles"]]
+    assert [extra[name] for name in gpus_2] == [["1"]], gpus_2
+
+
+def test_the_s3_option_runs_the_s3proxy_the_tests_use(services: dict[str, dict[str, Any]]) -> None:
+    s3 = services["s3"]
+    assert s3.get("profiles") == ["s3"], "S3 is opt-in"
+    pinned = re.search(r"<artifactId>s3proxy</artifactId>\s*<version>([^<]+)</version>",
+                       (REPO / "s3proxy" / "pom.xml").read_text())
+    assert pinned and s3["image"] == f"andrewgaul/s3proxy:s3proxy-{pinned[1]}"
+    env = environment(s3)
+    assert env["JCLOUDS_PROVIDER"] == "filesystem" and mounts(s3)[env["JCLOUDS_FILESYSTEM_BASEDIR"]] == "s3-data"
+    easel_env = environment(services["api"])
+    for variable in ("EASEL_BLOB_URL", "EASEL_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert variable in easel_env, f"the API cannot be pointed at S3 without {variable}"
+    # The store's identity is the one the Easel processes sign with.
+    assert env["S3PROXY_IDENTITY"] == easel_env["AWS_ACCESS_KEY_ID"]
+    assert env["S3PROXY_CREDENTIAL"] == easel_env["AWS_SECRET_ACCESS_KEY"]
 
 
 def test_easel_services_wait_for_a_healthy_kafka(services: dict[str, dict[str, Any]]) -> None:
@@ -156,7 +193,7 @@ def test_easel_services_wait_for_a_healthy_kafka(services: dict[str, dict[str, A
 def test_api_and_runner_share_the_blob_volume(
     services: dict[str, dict[str, Any]], declared_volumes: set[str]
 ) -> None:
-    blob_dirs = {name: environment(services[name]).get(PREFIX + "BLOB_URL") for name in ("api", "runner")}
+    blob_dirs = {name: with_defaults(environment(services[name])[PREFIX + "BLOB_URL"]) for name in ("api", "runner")}
     assert blob_dirs["api"] and blob_dirs["api"] == blob_dirs["runner"], blob_dirs
     blob_dir = blob_dirs["api"]
     sources = {name: mounts(services[name]).get(blob_dir) for name in ("api", "runner")}
