@@ -35,6 +35,29 @@ def queued_status(job: Job, ts: float) -> JobStatus:
     )
 
 
+def events_per_attempt(status: JobStatus) -> int:
+    """The most events one attempt at the job writes: `started`, a progress event and a preview per step, its
+    outcome. A refiner under a second-order scheduler counts one step more (gpu_runner/steps.py); the runner's
+    event writer drops progress and previews past this, so it holds whatever the pipeline does."""
+    steps = status.spec.get("steps")
+    if not isinstance(steps, int):
+        steps = JobSpec.model_fields["steps"].default
+    return 2 * (steps + 1) + 2
+
+
+def resumed(status: JobStatus) -> JobStatus:
+    """The status a new attempt at a redelivered job numbers its events from.
+
+    A running job's status is written only now and then (its progress and previews at once: see
+    producers/events.py), so an earlier attempt that crashed may have written events past the status the
+    state topic kept, and subscribers skip any seq they saw already. An IN_PROGRESS job goes on a whole
+    attempt's worth of seqs further: above anything that attempt wrote. Seqs stay increasing, not contiguous.
+    """
+    if status.state is not JobState.IN_PROGRESS:
+        return status
+    return status.model_copy(update={"seq": status.seq + events_per_attempt(status)})
+
+
 def job_of(status: JobStatus, ts: float) -> Job:
     """The request message again, from a status (to retry it): same id, same parameters, queued at `ts`."""
     return Job(
