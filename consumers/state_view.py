@@ -1,36 +1,123 @@
-"""The state view: the latest `JobStatus` of every job, rebuilt from the compacted state topic.
+"""The state view: the latest `JobStatus` of every live or retained job, rebuilt from the compacted state topic.
 
 Each service instance (and each runner) keeps its own copy, so reads never leave the process and
 instances stay stateless. `sync()` is a read-your-writes barrier; `wait_for()` serves sync waits.
+
+Sized by what is live:
+- Per-owner indexes (all of an owner's jobs; its queued and running ones; every running job), so a route
+  about one key costs O(that key's jobs), never O(all jobs).
+- Queued and running jobs are kept as `JobStatus`es. Finished ones are kept as one bytes object each: a
+  fixed header with what the indexes and retention read, then the record as it came from Kafka,
+  compressed against a preset dictionary of a typical status (a few hundred bytes a job; decoded on `get`).
+- A finished job is retained for EASEL_RETENTION_S, then `get` answers None. The retention purger
+  (service/retention.py) takes such jobs from `due()`, deletes their images, writes their tombstones and
+  `forget`s them. A record already past retention when it arrives (a restart replaying the topic) is never
+  loaded: only its id and image keys wait in `due()`, until a tombstone (from any instance) or `forget`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import heapq
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import structlog
 from pydantic import ValidationError
 
 from consumers.topic_mirror import TopicMirror
-from contract.serialization import decode
+from contract.job import Job
+from contract.lifecycle import queued_status
+from contract.serialization import decode, encode
 from contract.settings import Settings
-from contract.states import JobStatus
+from contract.states import JobState, JobStatus, Output
 from contract.topics import Topics
 
 log = structlog.get_logger(__name__)
 
 
+def past_retention(finished_at: float | None, retention_s: float, now: float | None = None) -> bool:
+    """Whether a job that finished at `finished_at` has outlived EASEL_RETENTION_S (never, while it runs)."""
+    return finished_at is not None and (time.time() if now is None else now) - finished_at > retention_s
+
+
+class JobSummary(NamedTuple):
+    """What the view knows of a job without decoding its record."""
+
+    job_id: str
+    state: JobState
+    created_at: float
+    finished_at: float | None
+    seq: int
+    retries: int
+
+    @classmethod
+    def of(cls, status: JobStatus) -> JobSummary:
+        finished_at = finished_time(status) if status.is_terminal else None
+        return cls(status.job_id, status.state, status.created_at, finished_at, status.seq, status.retries)
+
+
+def finished_time(status: JobStatus) -> float:
+    # A record written straight to Kafka may leave finished_at out: its last update is when it ended.
+    return status.finished_at if status.finished_at is not None else status.updated_at
+
+
+def _typical_record() -> bytes:
+    job = Job(prompt="a lighthouse at dusk", id="0" * 32, owner="0" * 16, seed=0)
+    output = Output(key=f"{job.id}/0.png", content_type="image/png", width=1024, height=1024, seed=0)
+    status = queued_status(job, 0.0).model_copy(update={
+        "state": JobState.COMPLETED, "started_at": 0.0, "finished_at": 0.0, "attempt": 1, "runner_id": "runner-0",
+        "outputs": [output], "seeds": [0],
+    })
+    return encode(status)
+
+
+# zlib's preset dictionary: a typical record, so field names and usual values cost a few bits each.
+# It lives in memory only (nothing stored compressed outlives the process), so it may change freely.
+_PRESET = _typical_record()
+_HEADER = struct.Struct("<ddqBI")  # created_at, finished_at, seq, state, retries
+_STATES = tuple(JobState)
+_STATE_CODES = {state: code for code, state in enumerate(_STATES)}
+
+
+def _packed(status: JobStatus, raw: bytes) -> bytes:
+    compressor = zlib.compressobj(level=1, zdict=_PRESET)  # 1: as small as 9 here, and faster
+    body = compressor.compress(raw) + compressor.flush()
+    header = _HEADER.pack(
+        status.created_at, finished_time(status), status.seq, _STATE_CODES[status.state], status.retries
+    )
+    return header + body
+
+
+def _summary(job_id: str, packed: bytes) -> JobSummary:
+    created_at, finished_at, seq, state, retries = _HEADER.unpack_from(packed)
+    return JobSummary(job_id, _STATES[state], created_at, finished_at, seq, retries)
+
+
+def _unpacked(packed: bytes) -> JobStatus:
+    decompressor = zlib.decompressobj(zdict=_PRESET)
+    return decode(JobStatus, decompressor.decompress(memoryview(packed)[_HEADER.size:]))
+
+
 class StateView:
     def __init__(self, settings: Settings) -> None:
-        self._statuses: dict[str, JobStatus] = {}
+        self._retention_s = settings.retention_s
+        self._live: dict[str, JobStatus] = {}  # queued and running jobs
+        self._finished: dict[str, bytes] = {}  # packed records, in the order they finished (about)
+        self._owned: dict[str, set[str]] = {}  # owner → every job id of theirs in the view
+        self._live_of: dict[str, set[str]] = {}  # owner → their queued and running job ids
+        self._running: set[str] = set()
+        self._due: dict[str, tuple[str, ...]] = {}  # past retention on arrival: job id → image keys
         self._watchers: dict[str, set[asyncio.Event]] = {}
-        self._mirror = TopicMirror(settings, Topics(settings.topic_prefix).state, self._apply, "easel-state-view")
+        self._mirror = TopicMirror(settings, Topics(settings.topic_prefix).state, self.apply, "easel-state-view")
 
     async def start(self) -> None:
         """Connect, replay the topic to its current end, then keep following it."""
         await self._mirror.start()
-        log.info("state view ready", jobs=len(self._statuses))
+        log.info("state view ready", jobs=len(self), due=len(self._due))
 
     async def stop(self) -> None:
         await self._mirror.stop()
@@ -49,13 +136,63 @@ class StateView:
         await self._mirror.sync()
 
     def get(self, job_id: str) -> JobStatus | None:
-        return self._statuses.get(job_id)
-
-    def statuses(self) -> list[JobStatus]:
-        return list(self._statuses.values())
+        """The job's latest status; None when unknown or past retention."""
+        if (status := self._live.get(job_id)) is not None:
+            return status
+        packed = self._finished.get(job_id)
+        if packed is None or self._past_retention(_summary(job_id, packed)):
+            return None
+        return _unpacked(packed)
 
     def __len__(self) -> int:
-        return len(self._statuses)
+        """Jobs held: queued, running, and finished within retention (or not yet purged)."""
+        return len(self._live) + len(self._finished)
+
+    def owned(self, owner: str) -> list[JobSummary]:
+        """A summary of each of the owner's jobs within retention, in no particular order."""
+        summaries = []
+        for job_id in self._owned.get(owner, ()):
+            if (status := self._live.get(job_id)) is not None:
+                summaries.append(JobSummary.of(status))
+            elif not self._past_retention(summary := _summary(job_id, self._finished[job_id])):
+                summaries.append(summary)
+        return summaries
+
+    def recent(self, owner: str, limit: int) -> list[JobStatus]:
+        """The owner's `limit` most recently created jobs, newest first."""
+        newest = heapq.nlargest(limit, self.owned(owner), key=lambda summary: summary.created_at)
+        return [status for summary in newest if (status := self.get(summary.job_id)) is not None]
+
+    def live(self, owner: str) -> list[JobStatus]:
+        """The owner's queued and running jobs."""
+        return [self._live[job_id] for job_id in self._live_of.get(owner, ())]
+
+    def queued(self, owner: str) -> list[JobStatus]:
+        return [status for status in self.live(owner) if status.state is JobState.IN_QUEUE]
+
+    def running(self, owner: str | None = None) -> list[JobStatus]:
+        """Every running job, or the owner's."""
+        if owner is not None:
+            return [status for status in self.live(owner) if status.state is JobState.IN_PROGRESS]
+        return [self._live[job_id] for job_id in self._running]
+
+    def due(self, limit: int) -> list[tuple[str, tuple[str, ...]]]:
+        """Up to `limit` finished jobs past retention, oldest first: (job id, its image keys).
+
+        Scans finished jobs in the order they finished and stops at the first one still retained, so a job
+        whose status arrived out of that order (a runner's clock ahead) is due a little late, never early.
+        """
+        found = list(self._due.items())[:limit]
+        for job_id, packed in self._finished.items():
+            if len(found) >= limit or not self._past_retention(_summary(job_id, packed)):
+                break
+            found.append((job_id, tuple(output.key for output in _unpacked(packed).outputs)))
+        return found
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """Drop jobs whose tombstones were written (their own tombstones, read back later, change nothing)."""
+        for job_id in job_ids:
+            self._drop(job_id)
 
     async def wait_for(
         self, job_id: str, done: Callable[[JobStatus], bool], timeout_s: float
@@ -65,7 +202,7 @@ class StateView:
         self._watchers.setdefault(job_id, set()).add(changed)
         try:
             async with asyncio.timeout(timeout_s):
-                while (status := self._statuses.get(job_id)) is None or not done(status):
+                while (status := self.get(job_id)) is None or not done(status):
                     changed.clear()
                     await changed.wait()
         except TimeoutError:
@@ -75,21 +212,63 @@ class StateView:
             watchers.discard(changed)
             if not watchers:
                 del self._watchers[job_id]
-        return self._statuses.get(job_id)
+        return self.get(job_id)
 
-    def _apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
+    def _past_retention(self, summary: JobSummary) -> bool:
+        return past_retention(summary.finished_at, self._retention_s)
+
+    def _seq(self, job_id: str) -> int | None:
+        if (status := self._live.get(job_id)) is not None:
+            return status.seq
+        if (packed := self._finished.get(job_id)) is not None:
+            return _summary(job_id, packed).seq
+        return None
+
+    def apply(self, raw_key: bytes | None, raw_value: bytes | None) -> None:
+        """Fold in one record of the state topic (a status, or a tombstone: value None)."""
         if raw_value is None:  # tombstone: the job was purged
             if raw_key is not None:
-                self._statuses.pop(raw_key.decode(errors="replace"), None)
+                self._drop(raw_key.decode(errors="replace"))
             return
         try:
             status = decode(JobStatus, raw_value)
         except (ValidationError, ValueError) as exc:
             log.warning("unreadable state record skipped", error=str(exc)[:200])
             return
-        current = self._statuses.get(status.job_id)
-        if current is not None and current.seq > status.seq:
+        job_id = status.job_id
+        if (seq := self._seq(job_id)) is not None and seq > status.seq:
             return  # an older write arriving late never rolls a job back
-        self._statuses[status.job_id] = status
-        for changed in self._watchers.get(status.job_id, ()):
+        self._drop(job_id)
+        if not status.is_terminal:
+            self._live[job_id] = status
+            self._live_of.setdefault(status.owner, set()).add(job_id)
+            if status.state is JobState.IN_PROGRESS:
+                self._running.add(job_id)
+            self._owned.setdefault(status.owner, set()).add(job_id)
+        elif past_retention(finished_time(status), self._retention_s):
+            self._due[job_id] = tuple(output.key for output in status.outputs)
+        else:
+            self._finished[job_id] = _packed(status, raw_value)
+            self._owned.setdefault(status.owner, set()).add(job_id)
+        for changed in self._watchers.get(job_id, ()):
             changed.set()
+
+    def _drop(self, job_id: str) -> None:
+        """Remove the job from every index."""
+        self._due.pop(job_id, None)
+        if (status := self._live.pop(job_id, None)) is not None:
+            owner = status.owner
+            _discard(self._live_of, owner, job_id)
+            self._running.discard(job_id)
+        elif (packed := self._finished.pop(job_id, None)) is not None:
+            owner = _unpacked(packed).owner
+        else:
+            return
+        _discard(self._owned, owner, job_id)
+
+
+def _discard(index: dict[str, set[str]], owner: str, job_id: str) -> None:
+    if (ids := index.get(owner)) is not None:
+        ids.discard(job_id)
+        if not ids:
+            del index[owner]

@@ -13,7 +13,6 @@ from starlette.responses import JSONResponse, Response
 
 from contract.events import EventType
 from contract.samplers import SAMPLER_INFO, SCHEDULE_INFO, UNSUPPORTED_SCHEDULES
-from contract.states import JobState
 from dialects import a1111
 from service.requests import json_object
 from service.state import AppState
@@ -35,11 +34,11 @@ async def txt2img(request: Request) -> Response:
 
 
 def _latest_of(app: AppState, owner: str) -> Any:
-    """The key's running job, else its most recent one (A1111 reports its one current job)."""
-    mine = [s for s in app.kafka.view.statuses() if s.owner == owner]
-    running = [s for s in mine if not s.is_terminal]
-    pool = running or mine
-    return max(pool, key=lambda s: s.created_at) if pool else None
+    """The key's newest queued or running job, else its most recent one (A1111 reports its one current job)."""
+    view = app.kafka.view
+    if live := view.live(owner):
+        return max(live, key=lambda s: s.created_at)
+    return next(iter(view.recent(owner, 1)), None)
 
 
 async def progress(request: Request) -> Response:
@@ -64,9 +63,8 @@ def _latest_preview(request: Request, job_id: str) -> str | None:
 async def interrupt(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    for status in app.kafka.view.statuses():
-        if status.owner == owner and status.state is JobState.IN_PROGRESS:
-            await request_cancel(app, status.job_id)
+    for status in app.kafka.view.running(owner):
+        await request_cancel(app, status.job_id)
     return JSONResponse({})
 
 

@@ -28,6 +28,7 @@ from service.kafka_link import KafkaLink
 from service.live import LIVE_ROUTES, start_stream_hub
 from service.metrics import MetricsMiddleware, metrics
 from service.openapi import build_spec, openapi
+from service.retention import RetentionPurger
 from service.state import AppState
 from service.stream_slots import StreamSlots
 from service.webhooks import start_delivery_view
@@ -94,9 +95,12 @@ def create_app(settings: Settings) -> Starlette:
         if kafka.ready:  # then the hub is a moment away: start ready (/health/ready) when it is
             await app.state.streams.wait_ready(STARTUP_WAIT_S)
         app.state.webhook_deliveries = start_delivery_view(settings)
+        purger = RetentionPurger(app.state.easel)
+        purger.start()
         try:
             yield
         finally:
+            await purger.stop()
             await app.state.webhook_deliveries.stop()
             await app.state.streams.stop()
             await kafka.stop()

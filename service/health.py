@@ -5,7 +5,8 @@
 - `/health/ready`: 200 only when every Kafka-backed part is connected and caught up: the producer is open,
   and each view following a topic (the job states, the stream hub's events) still follows it and has been
   caught up with Kafka within EASEL_HEALTH_MAX_LAG_S. Otherwise 503, naming each part and what is wrong.
-- `/health`: readiness, plus how many jobs this instance knows.
+- `/health`: readiness, plus how many jobs this instance knows (`jobs_known`: queued, running, and finished
+  within EASEL_RETENTION_S; it falls as finished jobs are purged, see service/retention.py).
 
 Reading a view's lag asks Kafka nothing: the views note when Kafka last answered their fetches with
 nothing left to apply, so a probe stays cheap and answers at once even when the broker is away.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -20,7 +18,6 @@ async def list_jobs(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
     limit = int(bounded_float(request, "limit", 20, MAX_LIMIT))
-    statuses = (await caught_up(app)).statuses()  # read-your-writes: include a job just submitted
-    own = heapq.nlargest(limit, (s for s in statuses if s.owner == owner), key=lambda s: s.created_at)
+    own = (await caught_up(app)).recent(owner, limit)  # read-your-writes: include a job just submitted
     base_url = app.settings.base_url
     return JSONResponse({"jobs": [render_status(s, base_url) | {"prompt": s.spec.get("prompt")} for s in own]})

@@ -127,7 +127,7 @@ async def retry(request: Request) -> Response:
 async def purge_queue(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    queued = [s for s in app.kafka.view.statuses() if s.owner == owner and s.state is JobState.IN_QUEUE]
+    queued = app.kafka.view.queued(owner)
     for job in queued:
         await request_cancel(app, job.job_id)
     # They end CANCELLED as runners reach them (in queue order, without generating anything).
@@ -137,9 +137,10 @@ async def purge_queue(request: Request) -> Response:
 async def health(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    mine = [s for s in app.kafka.view.statuses() if s.owner == owner]
+    view = app.kafka.view
+    mine = view.owned(owner)
     counts = Counter(s.state for s in mine)
-    running = {s.runner_id for s in app.kafka.view.statuses() if s.state is JobState.IN_PROGRESS}
+    running = {s.runner_id for s in view.running()}
     return JSONResponse({
         "jobs": {
             "completed": counts[JobState.COMPLETED],

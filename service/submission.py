@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from consumers.state_view import StateView
+from consumers.state_view import StateView, past_retention
 from contract.control import ControlCommand
 from contract.errors import BodyTooLarge, KafkaUnavailable, NotFound, QueueFull
 from contract.job import Job, WebhookSpec, check_work_budget, echo_size, new_job_id
 from contract.serialization import encode, key
-from contract.states import JobState, JobStatus
+from contract.states import JobStatus
 from producers.publish import publish
 from service.errors import validated
 from service.state import AppState
@@ -70,13 +69,10 @@ async def enqueue(app: AppState, job: Job) -> JobStatus:
     the key's queue limit."""
     check_work_budget(job, app.settings.max_job_work)
     limit = app.settings.max_queued_per_key
-    if limit:
-        # Count this key's own submits of a moment ago too. Two submits at the same instant may both
-        # get in: the limit is a guard against floods, not an exact quota.
-        view = await caught_up(app)
-        waiting = sum(1 for s in view.statuses() if s.owner == job.owner and s.state is JobState.IN_QUEUE)
-        if waiting >= limit:
-            raise QueueFull(limit, RETRY_AFTER_S)
+    # Counting after catching up counts this key's own submits of a moment ago too. Two submits at the same
+    # instant may both get in: the limit is a guard against floods, not an exact quota.
+    if limit and len((await caught_up(app)).queued(job.owner)) >= limit:
+        raise QueueFull(limit, RETRY_AFTER_S)
     return await app.kafka.jobs.submit(job)
 
 
@@ -91,8 +87,8 @@ async def caught_up(app: AppState) -> StateView:
 
 
 def expired(app: AppState, status: JobStatus) -> bool:
-    """Images are served for EASEL_RETENTION_S after the job finished."""
-    return status.finished_at is not None and time.time() - status.finished_at > app.settings.retention_s
+    """A job (its status and images) is served for EASEL_RETENTION_S after it finished."""
+    return past_retention(status.finished_at, app.settings.retention_s)
 
 
 async def owned_status(app: AppState, job_id: str, owner: str, field: str = "job_id") -> JobStatus:
