@@ -21,6 +21,15 @@ def signed_by_api(secret: str, value: bytes, headers: dict[str, bytes]) -> bool:
     return bool(secret) and signature is not None and hmac.compare_digest(signature, request_signature(secret, value))
 
 
+def min_insync_replicas(replication_factor: int) -> int:
+    """How many replicas must have a record before Kafka acknowledges it (producers use acks=all).
+
+    Two once there are three replicas or more: a write survives losing any one broker, and one broker may be
+    down without stopping writes. Below three it stays 1, or a single stopped broker would refuse every write.
+    """
+    return 2 if replication_factor >= 3 else 1
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -80,6 +89,9 @@ class Topics:
                     # Small segments so the cleaner can compact before the default 7 days.
                     "segment.ms": str(3600 * 1000),
                     "min.cleanable.dirty.ratio": "0.1",
+                    # How long a tombstone (a job purged after retention) outlives compaction, so that a view
+                    # replaying the topic meanwhile still sees the delete; after it, the key is gone for good.
+                    "delete.retention.ms": str(3600 * 1000),
                 },
             ),
             TopicSpec(self.control, 1, {"retention.ms": str(24 * 3600 * 1000)}),

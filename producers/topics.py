@@ -1,4 +1,8 @@
-"""Create Easel's topics idempotently, with explicit configs, and grow their partitions to what is configured."""
+"""Create Easel's topics idempotently, with explicit configs, and grow their partitions to what is configured.
+
+Each topic gets `settings.replication_factor` replicas and the `min.insync.replicas` that goes with it (2 from
+three replicas on): with the producers' acks=all, an acknowledged record is on two brokers.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
 from contract.settings import Settings
-from contract.topics import Topics, TopicSpec
+from contract.topics import Topics, TopicSpec, min_insync_replicas
 from producers.kafka_security import client_security
 
 TOPIC_ALREADY_EXISTS = 36
@@ -30,8 +34,10 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
         missing = [spec for spec in wanted if spec.name not in existing]
         if not missing:
             return
+        replicas = settings.replication_factor
+        durability = {"min.insync.replicas": str(min_insync_replicas(replicas))}
         response = await admin.create_topics(
-            [NewTopic(s.name, s.partitions, settings.replication_factor, topic_configs=s.configs) for s in missing]
+            [NewTopic(s.name, s.partitions, replicas, topic_configs={**durability, **s.configs}) for s in missing]
         )
         # create_topics does not raise on per-topic failures: inspect every one.
         for name, code, message in response.topic_errors:
