@@ -1,4 +1,4 @@
-"""Per-key queue limits (429 in every dialect), image retention, and RunPod's /retry."""
+"""Per-key queue limits (429 in every dialect), retention (jobs and their images), and RunPod's /retry."""
 
 from __future__ import annotations
 
@@ -15,16 +15,15 @@ from contract.serialization import encode, key
 from contract.states import JobState, JobStatus, Output
 from contract.topics import Topics
 from easel.local_kafka import LocalKafka
-from tests.conftest import HOME
 from tests.kafka_io import produce
-from tests.processes import Stack, make_stack
+from tests.processes import HOME, Stack, make_stack
 
 JOB = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
 
 
 @pytest.fixture(scope="module")
 def limited_stack(kafka: LocalKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """An API with no runner (jobs stay queued), one queued job per key, and 1 s of image retention."""
+    """An API with no runner (jobs stay queued), one queued job per key, and 1 s of retention."""
     stack = make_stack(kafka.bootstrap, tmp_path_factory.mktemp("limited"), "limited", HOME)
     stack.env |= {"EASEL_MAX_QUEUED_PER_KEY": "1", "EASEL_RETENTION_S": "1"}
     try:  # stopped even when starting fails, so no process outlives the test
@@ -55,7 +54,7 @@ def test_a_key_over_its_queue_limit_gets_429_in_every_dialect(limited_stack: Sta
     assert httpx.post(f"{base}/v1/jobs", json=JOB, headers=other).status_code == 202
 
 
-async def test_images_expire_after_the_retention(limited_stack: Stack) -> None:
+async def test_a_job_past_the_retention_is_gone_with_its_images(limited_stack: Stack) -> None:
     blobs = LocalBlobStore(Path(limited_stack.env["EASEL_BLOB_URL"]))
     headers = {"Authorization": f"Bearer {limited_stack.key}"}
     now = time.time()
@@ -70,8 +69,14 @@ async def test_images_expire_after_the_retention(limited_stack: Stack) -> None:
                       encode(status), key=key(job_id))
     fresh = httpx.get(f"{limited_stack.base_url}/v1/jobs/fresh-job/images/0", headers=headers)
     assert fresh.status_code == 200
-    old = httpx.get(f"{limited_stack.base_url}/v1/jobs/old-job/images/0", headers=headers)
-    assert old.status_code == 404 and old.json()["error"]["message"] == "this image has expired"
+    for path in ("/v1/jobs/old-job/images/0", "/v1/jobs/old-job"):
+        old = httpx.get(f"{limited_stack.base_url}{path}", headers=headers)
+        assert old.status_code == 404 and old.json()["error"]["code"] == "not_found"
+    deadline = time.monotonic() + 30
+    while (blobs.root / "old-job").exists():  # the purger deletes its image within a round or two
+        assert time.monotonic() < deadline, "the expired job's image was not deleted"
+        time.sleep(0.1)
+    assert (blobs.root / "fresh-job" / "0.png").exists()
 
 
 def test_runpod_retry_requeues_a_timed_out_job_under_its_id(stack: Stack) -> None:
