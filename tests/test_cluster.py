@@ -96,9 +96,12 @@ def terminal_events(records: Records) -> dict[str, list[EventType]]:
 
 
 def test_a_broker_killed_mid_burst_loses_no_accepted_job(cluster: LocalKafkaCluster, stack: Stack) -> None:
-    events = Topics(stack.prefix).events
-    ((partition,),) = asyncio.run(describe(cluster.bootstrap, [events])).values()
-    victim = cluster.node(partition["leader"])
+    topics = Topics(stack.prefix)
+    events = topics.events
+    described = asyncio.run(describe(cluster.bootstrap, [s.name for s in topics.specs(4)] + INTERNAL_TOPICS))
+    victim = cluster.node(described[events][0]["leader"])
+    # What else it leads (the group and transaction coordinators are the leaders of the internal topics).
+    led = [f"{name}-{p['partition']}" for name, ps in described.items() for p in ps if p["leader"] == victim.node_id]
     answers: Counter[int] = Counter()
     accepted: list[str] = []
     unconfirmed: list[str] = []  # 503 with X-Job-Id: it either runs or ends FAILED, never silently lost
@@ -115,7 +118,7 @@ def test_a_broker_killed_mid_burst_loses_no_accepted_job(cluster: LocalKafkaClus
                 unconfirmed.append(answer.headers["x-job-id"])
             else:
                 assert answer.status_code == 503, answer.text  # Kafka unavailable: nothing happened
-    print(f"killed node {victim.node_id}; answers {dict(answers)}; unconfirmed {len(unconfirmed)}")
+    print(f"killed node {victim.node_id}, leader of {led}; answers {dict(answers)}")
     assert len(accepted) >= KILL_AFTER
 
     # Every job finishes with one broker down (two of three replicas are enough for every write).
@@ -129,6 +132,7 @@ def test_a_broker_killed_mid_burst_loses_no_accepted_job(cluster: LocalKafkaClus
     assert {job_id: ends[job_id] for job_id in accepted} == {job_id: [EventType.COMPLETED] for job_id in accepted}
     for job_id in unconfirmed:
         assert ends[job_id] in ([EventType.COMPLETED], [EventType.FAILED]), job_id
+    print(f"unconfirmed submits ended {[ends[job_id][0].value for job_id in unconfirmed]}")
 
     # The killed broker comes back into the cluster, and the internal topics were replicated on all three.
     victim.start()
