@@ -16,6 +16,7 @@ _ALLOWED: dict[JobState, frozenset[EventType]] = {
     JobState.TIMED_OUT: frozenset({EventType.QUEUED}),
 }
 RETRYABLE = frozenset({JobState.FAILED, JobState.TIMED_OUT})
+_MOST_STEPS = int(JobSpec.model_json_schema()["properties"]["steps"]["maximum"])
 _TERMINAL_EVENT_OF = {event.state: event for event in EventType if event.is_terminal}
 
 
@@ -40,8 +41,8 @@ def events_per_attempt(status: JobStatus) -> int:
     outcome. A refiner under a second-order scheduler counts one step more (gpu_runner/steps.py); the runner's
     event writer drops progress and previews past this, so it holds whatever the pipeline does."""
     steps = status.spec.get("steps")
-    if not isinstance(steps, int):
-        steps = JobSpec.model_fields["steps"].default
+    if not isinstance(steps, int):  # a status without its parameters: any job's most
+        steps = _MOST_STEPS
     return 2 * (steps + 1) + 2
 
 

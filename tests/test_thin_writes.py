@@ -71,6 +71,8 @@ def test_a_redelivered_running_job_numbers_on_past_a_whole_attempt() -> None:
     running = queued("j").model_copy(update={"state": JobState.IN_PROGRESS, "seq": 7, "attempt": 1})
     assert events_per_attempt(running) == 2 * (STEPS + 1) + 2  # started, progress + preview per step, outcome
     assert resumed(running).seq == 7 + events_per_attempt(running)
+    unknown = running.model_copy(update={"spec": {}})  # without its parameters: as many steps as any job may have
+    assert events_per_attempt(unknown) == 2 * (150 + 1) + 2
     # Not running: nothing can have been written past its status.
     fresh = queued("j")
     assert resumed(fresh) == fresh
