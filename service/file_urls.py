@@ -1,6 +1,7 @@
 """GET /files/{job_id}/{n}?token=: the signed public image URLs of dialects/links.py.
 
-They answer 404 until the image exists, which is what ModelsLab's `future_links` promise.
+They answer 404 until the image exists, which is what ModelsLab's `future_links` promise; then the bytes, or,
+with images on S3 and EASEL_S3_PRESIGNED_URLS=1, a 307 to a presigned URL of the store (service/images.py).
 """
 
 from __future__ import annotations
