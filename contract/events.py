@@ -1,4 +1,5 @@
-"""Job events, one topic for all of them. `seq` increases by one per event of a job."""
+"""Job events, one topic for all of them. `seq` only increases per job: by one within an attempt; a
+new attempt after a crash skips past whatever the crashed one could have written (contract/lifecycle.py `resumed`)."""
 
 from __future__ import annotations
 
