@@ -2,26 +2,24 @@
 
 `make` copies the jars into `<home>/s3proxy/libs` (see s3proxy/pom.xml). Like easel/local_kafka.py, this
 module writes the configuration, starts the JVM, waits until it answers HTTP, and stops it with SIGTERM; one
-that dies while starting fails fast with the tail of its log. Objects live as files under `data_dir`.
+that dies while starting fails fast with the tail of its log. Buckets are folders under `data_dir`, objects files.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import http.client
 import os
 import subprocess
 import time
 from pathlib import Path
 
-from aiobotocore.session import get_session
-
 from easel.lifecycle import stop_process
 
 START_TIMEOUT_S = 60.0
 REGION = "us-east-1"  # S3Proxy answers to any region; clients still need one to sign with
 
+# filesystem-nio2: the plain `filesystem` provider is deprecated in S3Proxy 2.6; nio2 wants a jclouds identity
+# too, which it never checks.
 PROPERTIES = """\
 s3proxy.endpoint=http://127.0.0.1:{port}
 s3proxy.authorization=aws-v2-or-v4
@@ -75,16 +73,9 @@ class LocalS3:
         }
 
     def create_bucket(self, name: str) -> None:
-        """Through the S3 API: a folder made under `data_dir` is listed but refuses writes. Idempotent."""
-        asyncio.run(self._create_bucket(name))
-
-    async def _create_bucket(self, name: str) -> None:
-        async with get_session().create_client(
-            "s3", endpoint_url=self.endpoint_url, region_name=REGION,
-            aws_access_key_id=self.identity, aws_secret_access_key=self.credential,
-        ) as client:
-            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-                await client.create_bucket(Bucket=name)
+        """The filesystem backend's bucket is a folder (before or after start). `name` must follow S3's rules
+        (3 to 63 lower-case letters, digits, dots, hyphens): S3Proxy answers NoSuchBucket for any other folder."""
+        (self.data_dir / name).mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
         if not any(self.libs.glob("s3proxy-*.jar")):

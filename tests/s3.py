@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from easel.local_s3 import LocalS3
 from tests.processes import HOME, free_port
 
-BUCKET = "easel-images"  # made when the store starts; tests keep apart by prefix
+BUCKET = "easel-images"  # made before the store starts; tests keep apart by prefix
 
 
 @contextmanager
@@ -17,9 +17,9 @@ def own_s3proxy() -> Iterator[LocalS3]:
     """S3Proxy with BUCKET in it, on a free port, so test sessions and a local setup share the machine."""
     s3 = LocalS3(HOME, port=free_port())
     shutil.rmtree(s3.data_dir, ignore_errors=True)
+    s3.create_bucket(BUCKET)
     try:
         s3.start()
-        s3.create_bucket(BUCKET)
         yield s3
     finally:
         s3.stop()

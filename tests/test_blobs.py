@@ -12,7 +12,7 @@ import pytest
 from contract.blobs import BlobStore, LocalBlobStore, open_blob_store
 from contract.blobs_s3 import S3BlobStore
 from contract.settings import Settings
-from easel.local_s3 import LocalS3
+from easel.local_s3 import LocalS3, S3Error
 from tests.s3 import BUCKET, own_s3proxy
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -144,3 +144,8 @@ def test_open_blob_store_follows_the_blob_url(tmp_path: Path) -> None:
     assert (s3.bucket, s3.prefix, s3.endpoint_url, s3.presign) == ("bucket", "some/prefix", "http://127.0.0.1:1", True)
     with pytest.raises(ValueError, match="names no bucket"):
         open_blob_store(Settings(blob_url="s3:///prefix"))
+
+
+def test_local_s3_without_jars_says_how_to_get_them(tmp_path: Path) -> None:
+    with pytest.raises(S3Error, match="make install"):
+        LocalS3(tmp_path).start()

@@ -1,0 +1,65 @@
+"""Images on S3 end to end: an API and a runner whose blob store is S3Proxy (a real S3 server), not a folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from contract.settings import Settings
+from dialects.links import file_url
+from easel.local_kafka import LocalKafka
+from easel.local_s3 import LocalS3
+from tests.processes import HOME, Stack, make_stack
+from tests.s3 import BUCKET, own_s3proxy
+
+PREFIX = "e2e/images"
+
+
+@pytest.fixture(scope="module")
+def s3proxy() -> Iterator[LocalS3]:
+    with own_s3proxy() as s3:
+        yield s3
+
+
+@pytest.fixture(scope="module")
+def s3_stack(
+    kafka: LocalKafka, tiny_model: str, s3proxy: LocalS3, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    stack = make_stack(kafka.bootstrap, tmp_path_factory.mktemp("s3-stack"), "s3e2e", HOME)
+    stack.env.update(s3proxy.env, EASEL_BLOB_URL=f"s3://{BUCKET}/{PREFIX}", EASEL_S3_PRESIGNED_URLS="1")
+    try:
+        stack.start_api()
+        stack.start_runner().wait_for_output("runner ready")
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_images_go_to_s3_and_public_links_redirect_to_presigned_urls(
+    s3_stack: Stack, s3proxy: LocalS3, job_spec: dict[str, object]
+) -> None:
+    with httpx.Client(
+        base_url=s3_stack.base_url, headers={"Authorization": f"Bearer {s3_stack.key}"}, timeout=30
+    ) as client:
+        job_id = client.post("/v1/jobs", json=job_spec).json()["id"]
+        done = client.get(f"/v1/jobs/{job_id}", params={"wait": 60}).json()
+        assert done["state"] == "COMPLETED", done
+        image = client.get(done["outputs"][0]["url"])  # the key holder's link: streamed by the API
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    stored = (s3proxy.data_dir / BUCKET / PREFIX / job_id / "0.png").read_bytes()  # the object in S3
+    assert stored.startswith(b"\x89PNG") and image.content == stored
+    assert not (s3_stack.workdir / "blobs").exists()  # nothing went to a local folder
+
+    public = file_url(Settings.from_env(s3_stack.env), job_id, 0)
+    with httpx.Client(timeout=30) as anonymous:  # a ModelsLab/RunPod client: no key, just the signed URL
+        redirect = anonymous.get(public)
+        assert redirect.status_code == 307
+        assert redirect.headers["location"].startswith(f"{s3proxy.endpoint_url}/{BUCKET}/{PREFIX}/{job_id}/0.png?")
+        assert redirect.headers["cache-control"] == "no-store"
+        presigned = anonymous.get(redirect.headers["location"])
+        assert presigned.status_code == 200 and presigned.content == stored
+        assert anonymous.get(public, follow_redirects=True).content == stored
+        assert anonymous.get(public.replace("token=", "token=x")).status_code == 404  # still the API's check first
