@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import struct
 import time
 import zlib
@@ -182,7 +183,7 @@ class StateView:
         Scans finished jobs in the order they finished and stops at the first one still retained, so a job
         whose status arrived out of that order (a runner's clock ahead) is due a little late, never early.
         """
-        found = list(self._due.items())[:limit]
+        found = list(itertools.islice(self._due.items(), limit))
         for job_id, packed in self._finished.items():
             if len(found) >= limit or not self._past_retention(_summary(job_id, packed)):
                 break
