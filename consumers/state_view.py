@@ -40,9 +40,13 @@ from contract.topics import Topics
 log = structlog.get_logger(__name__)
 
 
-def past_retention(finished_at: float | None, retention_s: float, now: float | None = None) -> bool:
-    """Whether a job that finished at `finished_at` has outlived EASEL_RETENTION_S (never, while it runs)."""
-    return finished_at is not None and (time.time() if now is None else now) - finished_at > retention_s
+def past_retention(finished_at: float | None, retention_s: float) -> bool:
+    """Whether a job that finished at `finished_at` has outlived EASEL_RETENTION_S (never, while it runs: None)."""
+    return finished_at is not None and time.time() - finished_at > retention_s
+
+
+def expired(status: JobStatus, retention_s: float) -> bool:
+    return status.is_terminal and past_retention(finished_time(status), retention_s)
 
 
 class JobSummary(NamedTuple):
@@ -62,7 +66,8 @@ class JobSummary(NamedTuple):
 
 
 def finished_time(status: JobStatus) -> float:
-    # A record written straight to Kafka may leave finished_at out: its last update is when it ended.
+    """When a finished job finished. A record written straight to Kafka may leave finished_at out: its last
+    update is when it ended."""
     return status.finished_at if status.finished_at is not None else status.updated_at
 
 
@@ -246,7 +251,7 @@ class StateView:
             if status.state is JobState.IN_PROGRESS:
                 self._running.add(job_id)
             self._owned.setdefault(status.owner, set()).add(job_id)
-        elif past_retention(finished_time(status), self._retention_s):
+        elif expired(status, self._retention_s):
             self._due[job_id] = tuple(output.key for output in status.outputs)
         else:
             self._finished[job_id] = _packed(status, raw_value)

@@ -10,7 +10,8 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from consumers.state_view import StateView, past_retention
+from consumers import state_view
+from consumers.state_view import StateView
 from contract.control import ControlCommand
 from contract.errors import BodyTooLarge, KafkaUnavailable, NotFound, QueueFull
 from contract.job import Job, WebhookSpec, check_work_budget, echo_size, new_job_id
@@ -88,7 +89,7 @@ async def caught_up(app: AppState) -> StateView:
 
 def expired(app: AppState, status: JobStatus) -> bool:
     """A job (its status and images) is served for EASEL_RETENTION_S after it finished."""
-    return past_retention(status.finished_at, app.settings.retention_s)
+    return state_view.expired(status, app.settings.retention_s)
 
 
 async def owned_status(app: AppState, job_id: str, owner: str, field: str = "job_id") -> JobStatus:
