@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.errors import KafkaError
 
 from contract.settings import Settings
@@ -61,12 +63,15 @@ def group_consumer(
     rebalance: Rebalance,
     work_timeout_s: float | None = None,
     max_poll_records: int | None = None,
+    sticky: bool = False,
 ) -> AIOKafkaConsumer:
     """A member of `group_id`, subscribed to `topics`, not started. Offsets are committed with `commit`.
 
     A non-empty `instance_id` makes it a static member: restarted under the same id, it gets its
     partitions back at once instead of after a rebalance. `work_timeout_s` is the longest a member
     may spend between two polls (one job); a rebalance waits that long for it to give partitions up.
+    `sticky` keeps partitions with the member that had them when the group changes (KIP-54), so that
+    a rebalance moves only what balance needs; round robin remains for members that lack it.
     """
     tuning: dict[str, int] = {}
     if work_timeout_s is not None:
@@ -75,6 +80,7 @@ def group_consumer(
         )
     if max_poll_records is not None:
         tuning["max_poll_records"] = max_poll_records
+    assignors = (_sticky_assignor(), RoundRobinPartitionAssignor) if sticky else (RoundRobinPartitionAssignor,)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
         group_id=group_id,
@@ -86,11 +92,17 @@ def group_consumer(
         session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         isolation_level=READ_COMMITTED,
+        partition_assignment_strategy=assignors,
         **tuning,
         **client_security(settings),
     )
     consumer.subscribe(topics, listener=rebalance)
     return consumer
+
+
+def _sticky_assignor() -> type[StickyPartitionAssignor]:
+    """A sticky assignor of this consumer's own: aiokafka's keeps the member's last assignment on the class."""
+    return type("StickyPartitionAssignor", (StickyPartitionAssignor,), {})
 
 
 def mirror_consumer(settings: Settings, topic: str, client_id: str) -> AIOKafkaConsumer:

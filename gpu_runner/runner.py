@@ -11,6 +11,12 @@ without ending crashed its runners that often: it fails without running again. N
 cancellation ends the consume loop: a write Kafka refuses for good fails the job, so does a bug in
 handling it, and while Kafka is away the runner waits and retries. Generation runs in a worker
 thread, so the consumer keeps heartbeating through long jobs.
+
+Fairness: one job at a time, from the runner's partitions in turn, so one partition's backlog never
+holds back the others. Rebalances: the running job keeps going while the group rebalances (no
+member waits for it); partitions stay where they were where balance allows (sticky assignment). If its
+partition comes back here, the job finishes and commits as usual; if it went to another runner, the
+job stops at its next step and writes no outcome: the new owner runs it again (attempt + 1).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import TypeAlias
 
 import orjson
@@ -70,10 +77,14 @@ class Runner:
         self.outcomes = Outcomes(settings, self.topics.runner_group)
         # Set when partitions are (re)assigned: their jobs may carry an earlier attempt's writes.
         self._assigned = asyncio.Event()
-        # The partition of the job being run (None between jobs), and "no job running".
-        self._running: TopicPartition | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Clear while the group rebalances: nobody knows yet who holds which partition, so nothing commits.
+        self._settled = asyncio.Event()
+        self._revoked_partitions: Partitions = set()
+        # The request being handled and its job's id (None between jobs); the partition served last (the turn
+        # starts after it).
+        self._running: Record | None = None
+        self._running_job: str | None = None
+        self._last_served = TopicPartition("", -1)
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
@@ -86,10 +97,12 @@ class Runner:
             client_id=f"easel-runner-{self.runner_id}",
             instance_id=self.settings.runner_id,
             rebalance=Rebalance(on_revoked=self._revoked, on_assigned=self._on_assigned),
-            # A job may take up to its timeout between two polls; a rebalance waits as long for it (see _revoked).
+            # A job may take up to its timeout between two polls.
             work_timeout_s=self.settings.job_timeout_s,
             max_poll_records=1,
+            sticky=True,
         )
+        self.consumer = consumer
         try:
             await self.view.start()
             await self.cancels.start()
@@ -110,22 +123,32 @@ class Runner:
             await self.blobs.close()
 
     async def _consume_one(self, consumer: AIOKafkaConsumer) -> None:
-        batches = await consumer.getmany(timeout_ms=1000, max_records=1)
-        for tp, records in batches.items():
-            for record in records:
-                self._running = tp
-                self._idle.clear()
-                try:
-                    await self._settle(consumer, tp, record)
-                finally:
-                    self._running = None
-                    self._idle.set()
+        record = await self._next_request(consumer)
+        if record is None:
+            return
+        tp = TopicPartition(record.topic, record.partition)
+        self._running, self._last_served = record, tp
+        try:
+            await self._settle(consumer, tp, record)
+        finally:
+            self._running = None
+            if tp not in consumer.assignment():  # it moved while the job ran: its producer is no use here
+                await self.outcomes.release([tp.partition])
+
+    async def _next_request(self, consumer: AIOKafkaConsumer) -> Record | None:
+        """One request, from the partitions in turn after the one served last; waits up to a second for one."""
+        turn = sorted(consumer.assignment(), key=lambda tp: (tp <= self._last_served, tp))
+        for tp in turn:
+            if records := (await consumer.getmany(tp, timeout_ms=0, max_records=1)).get(tp):
+                return records[0]
+        batches = await consumer.getmany(timeout_ms=1000, max_records=1)  # every one was empty: the first to fill
+        return next((records[0] for records in batches.values() if records), None)
 
     async def _settle(self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Record) -> None:
         """Handle one request to its committed outcome, whatever happens short of cancellation."""
         try:
             await self.handle(record)
-        except Fenced:
+        except (Fenced, PartitionMoved):
             log.warning("fenced: another runner took the partition; the job is theirs now", partition=tp.partition)
             if tp in consumer.assignment():  # still ours (Kafka timed our transaction out): read it again
                 consumer.seek(tp, record.offset)
@@ -136,7 +159,8 @@ class Runner:
             except Exception:
                 # Never skipped: the next request's commit would move the offset past it. Read it again.
                 log.exception("could not fail it either; reading it again", offset=record.offset)
-                consumer.seek(tp, record.offset)
+                if tp in consumer.assignment():
+                    consumer.seek(tp, record.offset)
                 await asyncio.sleep(1)
 
     async def handle(self, record: Record) -> None:
@@ -151,7 +175,7 @@ class Runner:
             status = await self._current_status(job)
             if status.is_terminal:
                 log.info("job already finished: its terminal event again", state=status.state, seq=status.seq)
-                await self.outcomes.commit(record, [self._event_write(terminal_event(status))])
+                await self._commit(record, [self._event_write(terminal_event(status))])
                 return
             if (refusal := self._refusal(job, record)) is not None:
                 await self._fail(record, status, refusal, dead_letter=True)
@@ -162,7 +186,10 @@ class Runner:
             await self._run(record, job, status)
 
     async def _run(self, record: Record, job: Job, status: JobStatus) -> None:
-        writer = EventWriter(self.producer, self.topics, status)
+        if not self._ours(record):  # it moved while we read its state: not ours to start
+            raise PartitionMoved(f"partition {record.partition} went to another runner")
+        writer = EventWriter(self.producer, self.topics, status, status_interval_s=self.settings.status_interval_s)
+        self._running_job = job.id
         try:
             execution = JobExecution(
                 job, writer, self.generator, self.blobs, self.cancels, self.runner_id, self.settings.job_timeout_s,
@@ -172,12 +199,14 @@ class Runner:
             await execution.run()
             await writer.flush()  # every status before the outcome's: the state topic keeps the last one
         finally:
+            self._running_job = None
+            self.cancels.forget_abandoned(job.id)
             await writer.close()
         assert writer.outcome is not None, "a job execution ends with a terminal event"
         event, final = writer.outcome
         hook = _exit_hard if self.settings.fault_after_terminal_status else None
         try:
-            await self.outcomes.commit(record, [self._status_write(final), self._event_write(event)], hook)
+            await self._commit(record, [self._status_write(final), self._event_write(event)], hook)
         except RecordRejected as exc:
             log.warning("the job's outcome was refused; failing the job", error=str(exc))
             await self._fail(record, writer.before_outcome, "its outcome could not be stored", dead_letter=True)
@@ -201,12 +230,12 @@ class Runner:
         ]
         for writes in tries:
             try:
-                await self.outcomes.commit(record, writes)
+                await self._commit(record, writes)
                 return
             except RecordRejected as exc:
                 log.warning("the job's failure was refused; trying a smaller one", error=str(exc))
         log.error("no failure of this job could be stored; moving past it", offset=record.offset)
-        await self.outcomes.commit(record, [])
+        await self._commit(record, [])
 
     async def _reject(self, record: Record, reason: str) -> None:
         """A message that is not a valid job: dead-letter it and, if it names a job, fail that job."""
@@ -215,7 +244,7 @@ class Runner:
         status = None if job_id is None else await self._status_of(job_id, owner)
         if status is None or status.is_terminal:
             dead = Write(self.topics.dead_letters, record.value, record.key, dead_letter_headers(record, reason))
-            await self.outcomes.commit(record, [dead])
+            await self._commit(record, [dead])
             return
         await self._fail(record, status, reason, dead_letter=True)
 
@@ -239,6 +268,21 @@ class Runner:
             return None
         return "owner not allowed"
 
+    async def _commit(
+        self, record: Record, writes: list[Write], before_commit: Callable[[], None] | None = None
+    ) -> None:
+        """Commit the request's outcome once the group is settled and only while its partition is still ours.
+
+        Raises PartitionMoved (nothing written) when a rebalance gave the partition to another runner.
+        """
+        await self._settled.wait()
+        if not self._ours(record):
+            raise PartitionMoved(f"partition {record.partition} went to another runner")
+        await self.outcomes.commit(record, writes, before_commit)
+
+    def _ours(self, record: Record) -> bool:
+        return TopicPartition(record.topic, record.partition) in self.consumer.assignment()
+
     def _status_write(self, status: JobStatus) -> Write:
         return Write(self.topics.state, encode(status), key(status.job_id))
 
@@ -246,18 +290,26 @@ class Runner:
         return Write(self.topics.events, encode(event), key(event.job_id))
 
     async def _revoked(self, revoked: Partitions) -> None:
-        """Keep a partition until its running job is finished and committed.
-
-        Without this, a runner joining the group would be handed the partition of a job still running
-        here and start it again. No lock is shared with the consume loop: we only wait for its event.
-        """
-        if self._running in revoked:
-            log.info("rebalance: finishing the running job before giving its partition up")
-            await self._idle.wait()
-        await self.outcomes.release(tp.partition for tp in revoked)
+        """Return at once, so the group is not held up: the running job goes on, but commits nothing until
+        the new assignment says whether its partition is still ours (see _on_assigned)."""
+        self._settled.clear()
+        self._revoked_partitions = revoked
 
     async def _on_assigned(self, assigned: Partitions) -> None:
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
         self._assigned.set()
+        running = self._running
+        running_tp = None if running is None else TopicPartition(running.topic, running.partition)
+        if running is not None and running_tp in assigned:
+            # The group's offset is still before the running job, and the consumer went back to it: go on after it.
+            self.consumer.seek(running_tp, running.offset + 1)
+        elif running is not None:
+            log.info("rebalance: the running job's partition went to another runner; stopping it here")
+            if self._running_job is not None:
+                self.cancels.abandon(self._running_job)
+        gone = self._revoked_partitions - assigned - {running_tp}  # a committing job's producer is left to it
+        await self.outcomes.release(tp.partition for tp in gone)
+        self._settled.set()
 
     async def _current_status(self, job: Job) -> JobStatus:
         """The job's latest status, including anything an earlier attempt at it wrote.
@@ -275,6 +327,10 @@ class Runner:
             await self.view.sync()  # before calling it finished: a retry may have requeued it a moment ago
             status = self.view.get(job.id)
         return status or queued_status(job, job.created_at)
+
+
+class PartitionMoved(Exception):
+    """A rebalance gave the partition of the request in hand to another runner: it is theirs to settle."""
 
 
 def _exit_hard() -> None:
