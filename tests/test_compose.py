@@ -173,7 +173,7 @@ def test_the_s3_option_runs_the_s3proxy_the_tests_use(services: dict[str, dict[s
                        (REPO / "s3proxy" / "pom.xml").read_text())
     assert pinned and s3["image"] == f"andrewgaul/s3proxy:s3proxy-{pinned[1]}"
     env = environment(s3)
-    assert env["JCLOUDS_PROVIDER"] == "filesystem" and mounts(s3)[env["JCLOUDS_FILESYSTEM_BASEDIR"]] == "s3-data"
+    assert env["JCLOUDS_PROVIDER"] == "filesystem-nio2" and mounts(s3)[env["JCLOUDS_FILESYSTEM_BASEDIR"]] == "s3-data"
     easel_env = environment(services["api"])
     for variable in ("EASEL_BLOB_URL", "EASEL_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert variable in easel_env, f"the API cannot be pointed at S3 without {variable}"
