@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other. Results are printed and saved under bench/results/."""
 
-from bench import outcomes, overhead, previews, streams, torch_threads, webhooks
+from bench import memory, outcomes, overhead, previews, streams, torch_threads, webhooks
 
 if __name__ == "__main__":
     overhead.main()
@@ -9,3 +9,4 @@ if __name__ == "__main__":
     streams.main()
     previews.main()
     torch_threads.main()
+    memory.main()

@@ -65,7 +65,7 @@ class Settings:
     # Signs public image URLs (ModelsLab `output`, RunPod `image_url`); shared by every API instance.
     url_secret: str = ""
     sync_wait_s: float = 90.0
-    # Images (and their URLs) are served this long after a job finished, then answer 404.
+    # A finished job (status, images, state record) lives this long after it finished; then it is purged, 404.
     retention_s: float = 7 * 24 * 3600.0
     # Most jobs one key may have waiting in the queue (0: no limit); more answer 429.
     max_queued_per_key: int = 100
