@@ -31,6 +31,7 @@ def render_status(status: JobStatus, base_url: str) -> dict[str, Any]:
         "delay_ms": _ms(status.started_at, status.created_at),
         "execution_ms": _ms(status.finished_at, status.started_at),
         "attempt": status.attempt,
+        "runner_id": status.runner_id,  # the runner that ran (or runs) its latest attempt
         "progress": status.progress.model_dump() if status.progress else None,
         "outputs": [
             {
