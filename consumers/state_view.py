@@ -8,7 +8,9 @@ Sized by what is live:
   about one key costs O(that key's jobs), never O(all jobs).
 - Queued and running jobs are kept as `JobStatus`es. Finished ones are kept as one bytes object each: a
   fixed header with what the indexes and retention read, then the record as it came from Kafka,
-  compressed against a preset dictionary of a typical status (a few hundred bytes a job; decoded on `get`).
+  compressed (zstd) against a preset dictionary of a typical status: a few hundred bytes a job.
+- A finished job's record is validated whole only when read (`get`): a replay of 100,000 retained jobs
+  reads just the header fields of each. A record that fails then is skipped like an unreadable one.
 - A finished job is retained for EASEL_RETENTION_S, then `get` answers None. The retention purger
   (service/retention.py) takes such jobs from `due()`, deletes their images, writes their tombstones and
   `forget`s them. A record already past retention when it arrives (a restart replaying the topic) is never
@@ -22,12 +24,13 @@ import heapq
 import itertools
 import struct
 import time
-import zlib
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import NamedTuple, NotRequired
 
 import structlog
-from pydantic import ValidationError
+from backports import zstd  # the standard library's compression.zstd from Python 3.14
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic reads typing's TypedDict from Python 3.12 on
 
 from consumers.topic_mirror import TopicMirror
 from contract.job import Job
@@ -71,6 +74,28 @@ def finished_time(status: JobStatus) -> float:
     return status.finished_at if status.finished_at is not None else status.updated_at
 
 
+class _ImageKey(TypedDict):
+    key: str
+
+
+class _Header(TypedDict):
+    """The fields of a status record that the indexes and retention read (the others are left unvalidated)."""
+
+    job_id: str
+    owner: str
+    state: JobState
+    seq: int
+    created_at: float
+    updated_at: float
+    finished_at: NotRequired[float | None]
+    retries: NotRequired[int]
+    outputs: NotRequired[list[_ImageKey]]
+
+
+# Validates straight from the JSON bytes, skipping the fields it does not name: a third of a whole decode.
+_HEADER_OF = TypeAdapter(_Header)
+
+
 def _typical_record() -> bytes:
     job = Job(prompt="a lighthouse at dusk", id="0" * 32, owner="0" * 16, seed=0)
     output = Output(key=f"{job.id}/0.png", content_type="image/png", width=1024, height=1024, seed=0)
@@ -81,31 +106,54 @@ def _typical_record() -> bytes:
     return encode(status)
 
 
-# zlib's preset dictionary: a typical record, so field names and usual values cost a few bits each.
+# zstd's preset dictionary: a typical record, so field names and usual values cost a few bits each.
 # It lives in memory only (nothing stored compressed outlives the process), so it may change freely.
-_PRESET = _typical_record()
-_HEADER = struct.Struct("<ddqBI")  # created_at, finished_at, seq, state, retries
+_PRESET = zstd.ZstdDict(_typical_record(), is_raw=True)
+_PACKED_HEADER = struct.Struct("<ddqBIH")  # created_at, finished_at, seq, state, retries, owner's length
 _STATES = tuple(JobState)
 _STATE_CODES = {state: code for code, state in enumerate(_STATES)}
 
 
-def _packed(status: JobStatus, raw: bytes) -> bytes:
-    compressor = zlib.compressobj(level=1, zdict=_PRESET)  # 1: as small as 9 here, and faster
-    body = compressor.compress(raw) + compressor.flush()
-    header = _HEADER.pack(
-        status.created_at, finished_time(status), status.seq, _STATE_CODES[status.state], status.retries
-    )
-    return header + body
+class _Packer:
+    """Packs finished jobs' records: header, owner, then the record compressed."""
+
+    def __init__(self) -> None:
+        # One compressor for every record: setting one up (its dictionary loaded) costs more than compressing.
+        self._compressor = zstd.ZstdCompressor(level=1, zstd_dict=_PRESET)
+
+    def pack(self, header: _Header, raw: bytes) -> bytes:
+        owner = header["owner"].encode()
+        fixed = _PACKED_HEADER.pack(
+            header["created_at"], _finished_at(header), header["seq"], _STATE_CODES[header["state"]],
+            header.get("retries", 0), len(owner),
+        )
+        return fixed + owner + self._compressor.compress(raw, mode=zstd.ZstdCompressor.FLUSH_FRAME)
+
+
+def _finished_at(header: _Header) -> float:
+    """As `finished_time`, from a record's header."""
+    finished_at = header.get("finished_at")
+    return finished_at if finished_at is not None else header["updated_at"]
+
+
+def _image_keys(header: _Header) -> tuple[str, ...]:
+    return tuple(output["key"] for output in header.get("outputs", ()))
 
 
 def _summary(job_id: str, packed: bytes) -> JobSummary:
-    created_at, finished_at, seq, state, retries = _HEADER.unpack_from(packed)
+    created_at, finished_at, seq, state, retries, _ = _PACKED_HEADER.unpack_from(packed)
     return JobSummary(job_id, _STATES[state], created_at, finished_at, seq, retries)
 
 
-def _unpacked(packed: bytes) -> JobStatus:
-    decompressor = zlib.decompressobj(zdict=_PRESET)
-    return decode(JobStatus, decompressor.decompress(memoryview(packed)[_HEADER.size:]))
+def _owner(packed: bytes) -> str:
+    owner_length = _PACKED_HEADER.unpack_from(packed)[-1]
+    return packed[_PACKED_HEADER.size:_PACKED_HEADER.size + owner_length].decode()
+
+
+def _record(packed: bytes) -> bytes:
+    """The record as it came from Kafka."""
+    owner_length = _PACKED_HEADER.unpack_from(packed)[-1]
+    return zstd.decompress(memoryview(packed)[_PACKED_HEADER.size + owner_length:], zstd_dict=_PRESET)
 
 
 class StateView:
@@ -118,6 +166,7 @@ class StateView:
         self._running: set[str] = set()
         self._due: dict[str, tuple[str, ...]] = {}  # past retention on arrival: job id → image keys
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._packer = _Packer()
         self._mirror = TopicMirror(settings, Topics(settings.topic_prefix).state, self.apply, "easel-state-view")
 
     async def start(self) -> None:
@@ -148,7 +197,12 @@ class StateView:
         packed = self._finished.get(job_id)
         if packed is None or self._past_retention(_summary(job_id, packed)):
             return None
-        return _unpacked(packed)
+        try:
+            return decode(JobStatus, _record(packed))
+        except (ValidationError, ValueError) as exc:  # its header was sound, the rest not: skipped as in apply
+            log.warning("unreadable state record skipped", job_id=job_id, error=str(exc)[:200])
+            self._drop(job_id)
+            return None
 
     def __len__(self) -> int:
         """Jobs held: queued, running, and finished within retention (or not yet purged)."""
@@ -192,7 +246,7 @@ class StateView:
         for job_id, packed in self._finished.items():
             if len(found) >= limit or not self._past_retention(_summary(job_id, packed)):
                 break
-            found.append((job_id, tuple(output.key for output in _unpacked(packed).outputs)))
+            found.append((job_id, _image_keys(_HEADER_OF.validate_json(_record(packed)))))
         return found
 
     def forget(self, job_ids: Iterable[str]) -> None:
@@ -237,25 +291,27 @@ class StateView:
                 self._drop(raw_key.decode(errors="replace"))
             return
         try:
-            status = decode(JobStatus, raw_value)
+            header = _HEADER_OF.validate_json(raw_value)
+            # A finished job's record is validated whole when read; a live one's now, as it is kept decoded.
+            status = None if header["state"].is_terminal else decode(JobStatus, raw_value)
         except (ValidationError, ValueError) as exc:
             log.warning("unreadable state record skipped", error=str(exc)[:200])
             return
-        job_id = status.job_id
-        if (seq := self._seq(job_id)) is not None and seq > status.seq:
+        job_id, owner = header["job_id"], header["owner"]
+        if (seq := self._seq(job_id)) is not None and seq > header["seq"]:
             return  # an older write arriving late never rolls a job back
         self._drop(job_id)
-        if not status.is_terminal:
+        if status is not None:
             self._live[job_id] = status
-            self._live_of.setdefault(status.owner, set()).add(job_id)
+            self._live_of.setdefault(owner, set()).add(job_id)
             if status.state is JobState.IN_PROGRESS:
                 self._running.add(job_id)
-            self._owned.setdefault(status.owner, set()).add(job_id)
-        elif expired(status, self._retention_s):
-            self._due[job_id] = tuple(output.key for output in status.outputs)
+            self._owned.setdefault(owner, set()).add(job_id)
+        elif past_retention(_finished_at(header), self._retention_s):
+            self._due[job_id] = _image_keys(header)
         else:
-            self._finished[job_id] = _packed(status, raw_value)
-            self._owned.setdefault(status.owner, set()).add(job_id)
+            self._finished[job_id] = self._packer.pack(header, raw_value)
+            self._owned.setdefault(owner, set()).add(job_id)
         for changed in self._watchers.get(job_id, ()):
             changed.set()
 
@@ -267,7 +323,7 @@ class StateView:
             _discard(self._live_of, owner, job_id)
             self._running.discard(job_id)
         elif (packed := self._finished.pop(job_id, None)) is not None:
-            owner = _unpacked(packed).owner
+            owner = _owner(packed)
         else:
             return
         _discard(self._owned, owner, job_id)

@@ -161,3 +161,14 @@ def test_an_unreadable_record_is_skipped() -> None:
     state.apply(b"x", b"{not json")
     state.apply(b"x", b'{"job_id": "x"}')
     assert len(state) == 0
+
+
+def test_a_finished_record_is_validated_when_read_and_skipped_if_unsound() -> None:
+    state = view()
+    done = completed(started(queued("j", "ålice")))
+    unsound = encode(done)[:-1] + b', "attempt": "many"}'  # what the indexes read is sound, the rest not
+    state.apply(key("j"), unsound)
+    [summary] = state.owned("ålice")  # indexed from the fields it needs, the rest unread yet
+    assert summary.job_id == "j"
+    assert state.get("j") is None  # read whole: skipped like a record unreadable on arrival
+    assert state.owned("ålice") == [] and len(state) == 0 and state.due(10) == []
