@@ -63,15 +63,15 @@ def group_consumer(
     rebalance: Rebalance,
     work_timeout_s: float | None = None,
     max_poll_records: int | None = None,
-    sticky: bool = False,
+    assignor: type[StickyPartitionAssignor] | None = None,
 ) -> AIOKafkaConsumer:
     """A member of `group_id`, subscribed to `topics`, not started. Offsets are committed with `commit`.
 
     A non-empty `instance_id` makes it a static member: restarted under the same id, it gets its
     partitions back at once instead of after a rebalance. `work_timeout_s` is the longest a member
     may spend between two polls (one job); a rebalance waits that long for it to give partitions up.
-    `sticky` keeps partitions with the member that had them when the group changes (KIP-54), so that
-    a rebalance moves only what balance needs; round robin remains for members that lack it.
+    `assignor` (a `sticky_assignor()`) keeps partitions with the member that had them when the group
+    changes, so that a rebalance moves only what balance needs; round robin remains for members that lack it.
     """
     tuning: dict[str, int] = {}
     if work_timeout_s is not None:
@@ -80,7 +80,7 @@ def group_consumer(
         )
     if max_poll_records is not None:
         tuning["max_poll_records"] = max_poll_records
-    assignors = (_sticky_assignor(), RoundRobinPartitionAssignor) if sticky else (RoundRobinPartitionAssignor,)
+    assignors = (RoundRobinPartitionAssignor,) if assignor is None else (assignor, RoundRobinPartitionAssignor)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
         group_id=group_id,
@@ -100,8 +100,10 @@ def group_consumer(
     return consumer
 
 
-def _sticky_assignor() -> type[StickyPartitionAssignor]:
-    """A sticky assignor of this consumer's own: aiokafka's keeps the member's last assignment on the class."""
+def sticky_assignor() -> type[StickyPartitionAssignor]:
+    """KIP-54 sticky assignment, for one consumer. aiokafka keeps the member's state on the class, so each
+    consumer needs a class of its own; its `member_assignment` is what the member tells the group it holds
+    when it rejoins, and the group's leader keeps those partitions with it where balance allows."""
     return type("StickyPartitionAssignor", (StickyPartitionAssignor,), {})
 
 

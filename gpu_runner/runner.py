@@ -14,9 +14,10 @@ thread, so the consumer keeps heartbeating through long jobs.
 
 Fairness: one job at a time, from the runner's partitions in turn, so one partition's backlog never
 holds back the others. Rebalances: the running job keeps going while the group rebalances (no
-member waits for it); partitions stay where they were where balance allows (sticky assignment). If its
-partition comes back here, the job finishes and commits as usual; if it went to another runner, the
-job stops at its next step and writes no outcome: the new owner runs it again (attempt + 1).
+member waits for it), and the sticky assignment keeps its partition here where balance allows (a
+runner joining takes idle partitions). If its partition comes back here, the job finishes and commits
+as usual; if it went to another runner, the job stops at its next step and writes no outcome: the new
+owner runs it again (attempt + 1).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from consumers.kafka import Partitions, Rebalance, group_consumer
+from consumers.kafka import Partitions, Rebalance, group_consumer, sticky_assignor
 from consumers.state_view import StateView
 from contract.blobs import open_blob_store
 from contract.catalog import Catalog
@@ -85,6 +86,7 @@ class Runner:
         self._running: Record | None = None
         self._running_job: str | None = None
         self._last_served = TopicPartition("", -1)
+        self._assignor = sticky_assignor()
 
     async def run(self) -> None:
         await ensure_topics(self.settings)
@@ -100,7 +102,7 @@ class Runner:
             # A job may take up to its timeout between two polls.
             work_timeout_s=self.settings.job_timeout_s,
             max_poll_records=1,
-            sticky=True,
+            assignor=self._assignor,
         )
         self.consumer = consumer
         try:
@@ -291,9 +293,15 @@ class Runner:
 
     async def _revoked(self, revoked: Partitions) -> None:
         """Return at once, so the group is not held up: the running job goes on, but commits nothing until
-        the new assignment says whether its partition is still ours (see _on_assigned)."""
+        the new assignment says whether its partition is still ours (see _on_assigned).
+
+        While a job runs, this member tells the group it holds only that job's partition: the sticky
+        assignment then keeps it here, and only idle partitions move (a runner joining takes no running job).
+        """
         self._settled.clear()
         self._revoked_partitions = revoked
+        if (running := self._running) is not None:
+            self._assignor.member_assignment = [TopicPartition(running.topic, running.partition)]
 
     async def _on_assigned(self, assigned: Partitions) -> None:
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))

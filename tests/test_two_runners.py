@@ -1,4 +1,5 @@
-"""Two runner processes in one group: they share a burst, and when one dies mid-job the other finishes its job."""
+"""Two runner processes in one group: they share a burst, when one dies mid-job the other finishes its job, and
+one joining the group mid-job leaves the running job where it is."""
 
 from __future__ import annotations
 
@@ -27,17 +28,22 @@ JOBS_PER_PARTITION = 3
 
 
 @pytest.fixture
-def two_runners(kafka: LocalKafka, tiny_model: str, tmp_path: Path) -> Iterator[tuple[Stack, dict[str, EaselProcess]]]:
+def api_stack(kafka: LocalKafka, tiny_model: str, tmp_path: Path) -> Iterator[Stack]:
     stack = make_stack(kafka.bootstrap, tmp_path, f"two-runners-{uuid.uuid4().hex[:6]}", HOME)
     try:  # stopped even when starting fails, so no process outlives the test
         stack.start_api()
-        runners = {runner_id: stack.start_runner(runner_id) for runner_id in RUNNERS}
-        for runner in runners.values():
-            runner.wait_for_output("runner ready")
-        wait_until_shared(runners)
-        yield stack, runners
+        yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def two_runners(api_stack: Stack) -> tuple[Stack, dict[str, EaselProcess]]:
+    runners = {runner_id: api_stack.start_runner(runner_id) for runner_id in RUNNERS}
+    for runner in runners.values():
+        runner.wait_for_output("runner ready")
+    wait_until_shared(runners)
+    return api_stack, runners
 
 
 def last_assignment(runner: EaselProcess) -> set[int] | None:
@@ -67,6 +73,16 @@ def ids_on_each_partition(prefix: str, count: int) -> list[str]:
         if all(len(ids) == count for ids in by_partition.values()):
             break
     return [job_id for ids in by_partition.values() for job_id in ids]
+
+
+def wait_for_step(client: httpx.Client, job_id: str, step: int) -> dict[str, Any]:
+    """The job's status once it reached `step`."""
+    for _ in range(1200):
+        status: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if (status.get("progress") or {}).get("step", 0) >= step:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached step {step}: {status}")
 
 
 def finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -104,14 +120,7 @@ async def test_two_runners_share_a_burst_and_one_finishes_the_job_of_the_other_k
 
     # A long job; SIGKILL its runner mid-job: the other takes the partition over and runs it again.
     long_job = client.post("/v1/jobs", json={"prompt": "x", "width": 128, "height": 128, "steps": 60}).json()["id"]
-    for _ in range(1200):
-        status = client.get(f"/v1/jobs/{long_job}").json()
-        if (status.get("progress") or {}).get("step", 0) >= 1:
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"the long job never started: {status}")
-    killed = status["runner_id"]
+    killed = wait_for_step(client, long_job, 1)["runner_id"]
     runners[killed].kill()
     [survivor] = set(RUNNERS) - {killed}
 
@@ -121,3 +130,30 @@ async def test_two_runners_share_a_burst_and_one_finishes_the_job_of_the_other_k
     assert [e.type for e in events if e.type.is_terminal] == [EventType.COMPLETED]
     assert [e.data["runner_id"] for e in events if e.type is EventType.STARTED] == [killed, survivor]
     assert client.get(f"/v2/ep/status/{long_job}").json()["workerId"] == survivor
+
+
+@pytest.mark.slow
+async def test_a_runner_joining_mid_job_takes_idle_partitions_and_leaves_the_running_job_alone(
+    api_stack: Stack,
+) -> None:
+    stack = api_stack
+    first = stack.start_runner("runner-a")
+    first.wait_for_output("runner ready")
+    client = httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {stack.key}"}, timeout=60)
+    # Far longer than the second runner takes to start: the job is surely running when it joins.
+    job = {"prompt": "x", "width": 384, "height": 384, "steps": 150}
+    job_id = client.post("/v1/jobs", json=job).json()["id"]
+    wait_for_step(client, job_id, 1)
+    partition = DefaultPartitioner()(job_id.encode(), PARTITIONS, PARTITIONS)
+
+    second = stack.start_runner("runner-b")
+    wait_until_shared({"runner-a": first, "runner-b": second})
+    assert partition in (last_assignment(first) or set()), first.output()[-3000:]
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202  # end it now rather than in a minute
+    done = finished(client, job_id)
+    assert (done["state"], done["attempt"], done["runner_id"]) == ("CANCELLED", 1, "runner-a"), done
+
+    events = await job_events(stack.env["EASEL_KAFKA_BOOTSTRAP"], Topics(stack.prefix).events, job_id)
+    assert [e.type for e in events].count(EventType.STARTED) == 1  # the second runner never ran it
+    assert [e.type for e in events if e.type.is_terminal] == [EventType.CANCELLED]
+    assert "stopping it here" not in first.output()
