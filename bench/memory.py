@@ -9,7 +9,9 @@ Every job finished an hour ago. Then, each in a fresh subprocess that replays th
 - retention on, after a purger tombstoned them all (records and tombstones both still on the topic, as
   before compaction): what a restart costs in steady state.
 The first two alternate, two rounds each, so the machine's noise hits both alike. Then the whole API:
-`easel api` started to ready on the topic with every job retained, and on an empty one, with its RSS.
+`easel api` started to ready on the topic with every job retained, and on an empty one, with its RSS, and
+when (seconds after launch) it logged each step of its start (`START_STEPS`); and how long a bare Python
+takes to import what `easel api` imports before it connects.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -46,6 +49,9 @@ EMPTY_PREFIX = "bench-memory-empty"
 RETAINED_S = 10 * 365 * 24 * 3600.0  # retention "off"
 RETENTION_ON_S = 60.0
 FINISHED_AGO_S = 3600.0
+# What the API logs as it starts, in order: the state view's replay ends the first; the stream hub then
+# replays EASEL_STREAM_REPLAY_S of the events topic (empty here).
+START_STEPS = ("state view ready", "connected to Kafka", "stream hub ready")
 
 
 def rss_bytes(pid: int | str = "self") -> int:
@@ -133,22 +139,46 @@ def in_subprocess(bootstrap: str, prefix: str, retention_s: float) -> dict[str, 
 
 
 def api_start(bootstrap: str, prefix: str, workdir: Path) -> dict[str, float]:
-    """`easel api` from launch to ready (/health 200), its RSS then, and how many jobs it says it knows."""
+    """`easel api` from launch to ready (/health 200), its RSS then, how many jobs it says it knows, and when
+    it logged each of START_STEPS."""
     port = free_port()
     env = {
         **os.environ, "EASEL_KAFKA_BOOTSTRAP": bootstrap, "EASEL_TOPIC_PREFIX": prefix, "EASEL_PORT": str(port),
         "EASEL_HOME": str(HOME), "EASEL_BLOB_URL": str(workdir / "blobs"), "EASEL_API_KEYS": "bench-key",
         "EASEL_LOG_FORMAT": "json", "EASEL_RETENTION_S": str(RETAINED_S),
     }
-    started = time.perf_counter()
+    launched_at, started = time.time(), time.perf_counter()
     api = EaselProcess("api", env, workdir / f"api-{prefix}.log")
     try:
         wait_for_health(f"http://127.0.0.1:{port}", api, timeout_s=300)
         ready_s = time.perf_counter() - started
         known = httpx.get(f"http://127.0.0.1:{port}/health").json()["jobs_known"]
-        return {"ready_s": ready_s, "rss": rss_bytes(api.process.pid), "jobs_known": known}
+        steps = logged_at(api.output(), launched_at)
+        return {"ready_s": ready_s, "rss": rss_bytes(api.process.pid), "jobs_known": known, **steps}
     finally:
         api.stop()
+
+
+def imports_s() -> float:
+    """A fresh Python importing the API's code and uvicorn, as `easel api` does before it connects."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import uvicorn, service, easel.cli"], check=True,
+                   cwd=Path(__file__).parent.parent)
+    return time.perf_counter() - started
+
+
+def logged_at(output: str, launched_at: float) -> dict[str, float]:
+    """Seconds from launch to the first JSON log line of each of START_STEPS."""
+    seen: dict[str, float] = {}
+    for line in output.splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:  # uvicorn's own lines are plain text
+            continue
+        if isinstance(entry, dict) and entry.get("event") in START_STEPS and entry["event"] not in seen:
+            at = datetime.fromisoformat(entry["timestamp"]).timestamp()
+            seen[entry["event"]] = round(at - launched_at, 2)
+    return seen
 
 
 def _mb(value: float) -> float:
@@ -168,6 +198,30 @@ def _summary(runs: list[dict[str, float]]) -> dict[str, object]:
     }
 
 
+def _api_summary(empty: list[dict[str, float]], full: list[dict[str, float]]) -> dict[str, object]:
+    empty_median, full_median = _medians(empty), _medians(full)
+    return {
+        "empty_topic_s": [round(run["ready_s"], 2) for run in empty],
+        "jobs_retained_s": [round(run["ready_s"], 2) for run in full],
+        "rss_empty_mb": _mb(empty_median["rss"]),
+        "rss_jobs_retained_mb": _mb(full_median["rss"]),
+        "jobs_known": int(full_median["jobs_known"]),
+        "bytes_per_retained_job": round((full_median["rss"] - empty_median["rss"]) / JOBS),
+        "steps_s_after_launch_empty": _steps(empty_median),
+        "steps_s_after_launch_retained": _steps(full_median),
+    }
+
+
+def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each measure every run has (a run may miss a log line)."""
+    names = set.intersection(*(set(run) for run in runs))
+    return {name: statistics.median(run[name] for run in runs) for name in names}
+
+
+def _steps(median: dict[str, float]) -> dict[str, float]:
+    return {step: round(median[step], 2) for step in START_STEPS if step in median}
+
+
 def main() -> None:
     started = time.perf_counter()
     with own_broker() as broker, TemporaryDirectory() as scratch:
@@ -179,8 +233,11 @@ def main() -> None:
         for _ in range(2):
             off.append(in_subprocess(bootstrap, PREFIX, RETAINED_S))
             on.append(in_subprocess(bootstrap, PREFIX, RETENTION_ON_S))
-        api_empty = api_start(bootstrap, EMPTY_PREFIX, Path(scratch))
-        api_full = api_start(bootstrap, PREFIX, Path(scratch))
+        api_empty, api_full = [], []
+        for _ in range(2):
+            api_empty.append(api_start(bootstrap, EMPTY_PREFIX, Path(scratch)))
+            api_full.append(api_start(bootstrap, PREFIX, Path(scratch)))
+        imports = [imports_s() for _ in range(2)]
         asyncio.run(fill(settings, tombstones=True))
         purged = [in_subprocess(bootstrap, PREFIX, RETENTION_ON_S)]
     result = {
@@ -190,14 +247,8 @@ def main() -> None:
         "retention_off": _summary(off),
         "retention_on_all_expired_not_yet_purged": _summary(on),
         "retention_on_all_purged_before_compaction": _summary(purged),
-        "api_start_to_ready": {
-            "empty_topic_s": round(api_empty["ready_s"], 2),
-            "jobs_retained_s": round(api_full["ready_s"], 2),
-            "rss_empty_mb": _mb(api_empty["rss"]),
-            "rss_jobs_retained_mb": _mb(api_full["rss"]),
-            "jobs_known": api_full["jobs_known"],
-            "bytes_per_retained_job": round((api_full["rss"] - api_empty["rss"]) / JOBS),
-        },
+        "api_start_to_ready": _api_summary(api_empty, api_full),
+        "api_imports_s": [round(seconds, 2) for seconds in imports],
         "total_s": round(time.perf_counter() - started, 1),
     }
     report("memory", result)
