@@ -148,7 +148,7 @@ def api_start(bootstrap: str, prefix: str, workdir: Path) -> dict[str, float]:
         "EASEL_LOG_FORMAT": "json", "EASEL_RETENTION_S": str(RETAINED_S),
     }
     launched_at, started = time.time(), time.perf_counter()
-    api = EaselProcess("api", env, workdir / f"api-{prefix}.log")
+    api = EaselProcess("api", env, workdir / f"api-{prefix}-{port}.log")  # a log of its own: steps read from it
     try:
         wait_for_health(f"http://127.0.0.1:{port}", api, timeout_s=300)
         ready_s = time.perf_counter() - started
