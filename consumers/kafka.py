@@ -100,6 +100,16 @@ def group_consumer(
     return consumer
 
 
+def note_generation(consumer: AIOKafkaConsumer, assignor: type[StickyPartitionAssignor]) -> None:
+    """Tell the sticky assignor which group generation its assignment is from; call it in `on_assigned`.
+
+    aiokafka never does (it does not call `on_generation_assignment`), so when two members claim one
+    partition (one was out of the group for a while and comes back claiming what it had), the leader
+    would settle it arbitrarily; with generations the newer claim wins, as KIP-54 intends.
+    """
+    assignor.on_generation_assignment(consumer._coordinator.generation)
+
+
 def sticky_assignor() -> type[StickyPartitionAssignor]:
     """KIP-54 sticky assignment, for one consumer. aiokafka keeps the member's state on the class, so each
     consumer needs a class of its own; its `member_assignment` is what the member tells the group it holds

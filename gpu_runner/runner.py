@@ -34,10 +34,11 @@ from typing import TypeAlias
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from consumers.kafka import Partitions, Rebalance, group_consumer, sticky_assignor
+from consumers.kafka import Partitions, Rebalance, group_consumer, note_generation, sticky_assignor
 from consumers.state_view import StateView
 from contract.blobs import open_blob_store
 from contract.catalog import Catalog
@@ -152,8 +153,8 @@ class Runner:
             await self.handle(record)
         except (Fenced, PartitionMoved):
             log.warning("fenced: another runner took the partition; the job is theirs now", partition=tp.partition)
-            if tp in consumer.assignment():  # still ours (Kafka timed our transaction out): read it again
-                consumer.seek(tp, record.offset)
+            if tp in consumer.assignment():  # ours again: read on from the group's offset, wherever its owner left it
+                consumer.seek(tp, await _group_offset(consumer, tp, record.offset))
         except Exception:
             log.exception("handling a request failed; failing its job", offset=record.offset)
             try:
@@ -306,18 +307,21 @@ class Runner:
     async def _on_assigned(self, assigned: Partitions) -> None:
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
         self._assigned.set()
+        note_generation(self.consumer, self._assignor)
         running = self._running
         running_tp = None if running is None else TopicPartition(running.topic, running.partition)
-        if running is not None and running_tp in assigned:
-            # The group's offset is still before the running job, and the consumer went back to it: go on after it.
-            self.consumer.seek(running_tp, running.offset + 1)
-        elif running is not None:
-            log.info("rebalance: the running job's partition went to another runner; stopping it here")
-            if self._running_job is not None:
-                self.cancels.abandon(self._running_job)
-        gone = self._revoked_partitions - assigned - {running_tp}  # a committing job's producer is left to it
-        await self.outcomes.release(tp.partition for tp in gone)
-        self._settled.set()
+        try:
+            if running is not None and running_tp in assigned:
+                # The group's offset is still before the running job, and the consumer went back to it: go past it.
+                self.consumer.seek(running_tp, running.offset + 1)
+            elif running is not None:
+                log.info("rebalance: the running job's partition went to another runner; stopping it here")
+                if self._running_job is not None:
+                    self.cancels.abandon(self._running_job)
+            gone = self._revoked_partitions - assigned - {running_tp}  # a committing job's producer is left to it
+            await self.outcomes.release(tp.partition for tp in gone)
+        finally:
+            self._settled.set()  # whatever failed above, a commit must not wait for ever
 
     async def _current_status(self, job: Job) -> JobStatus:
         """The job's latest status, including anything an earlier attempt at it wrote.
@@ -339,6 +343,17 @@ class Runner:
 
 class PartitionMoved(Exception):
     """A rebalance gave the partition of the request in hand to another runner: it is theirs to settle."""
+
+
+async def _group_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, fallback: int) -> int:
+    """The group's committed offset for `tp`: before the request if Kafka only timed our transaction out, past it
+    if the runner that fenced us finished it meanwhile (reading it again would publish its outcome twice)."""
+    try:
+        committed = await consumer.committed(tp)
+    except KafkaError as exc:
+        log.warning("could not read the group's offset; reading the request again", error=repr(exc)[:200])
+        return fallback
+    return fallback if committed is None else int(committed)
 
 
 def _exit_hard() -> None:
