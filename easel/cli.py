@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("kafka", help="run the local Kafka broker in the foreground")
     commands.add_parser("api", help="run the HTTP API")
     commands.add_parser("runner", help="run a GPU runner")
+    runners = commands.add_parser(
+        "runners", help="run one runner per device (EASEL_DEVICE=cuda:N each), restarting any that exits"
+    )
+    runners.add_argument("--gpus", default="all", help="all, GPU indexes such as 0,1, or cpu:N for N CPU runners")
     commands.add_parser("topics", help="create Easel's topics (idempotent)")
     commands.add_parser("schema", help="print the JSON Schema of the request message")
     key_id = commands.add_parser("key-id", help="print the owner id of an API key (for Kafka producers)")
@@ -61,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_api(settings)
         case "runner":
             return _run_runner(settings)
+        case "runners":
+            from easel.runners import run_runners
+
+            return run_runners(settings, args.gpus)
         case "topics":
             from producers import ensure_topics
 
@@ -136,9 +144,7 @@ def _run_runner(settings: Settings) -> int:
     from gpu_runner.pipeline import SDXLGenerator
     from gpu_runner.runner import Runner
 
-    generator = SDXLGenerator(
-        settings.model, settings.device, settings.refiner, settings.safety_checker, home=settings.home
-    )
+    generator = SDXLGenerator.from_settings(settings)
     run_until_stopped(Runner(settings, generator).run())
     return 0
 

@@ -4,27 +4,55 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import structlog
 import torch
-from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
-from contract.job import Job
+from contract.errors import SettingsError
+from contract.job import Job, new_job_id
+from contract.settings import Settings
 from gpu_runner.safety import SafetyChecker
 from gpu_runner.samplers import build_scheduler
 from gpu_runner.steps import LatentsCallback, StepCallback, StepCounter, ensemble_split, user_steps
 from gpu_runner.tiny_model import is_saved_pipeline, save_tiny_sdxl
 
-__all__ = ["LatentsCallback", "SDXLGenerator", "StepCallback", "pick_device", "resolve_model"]
+__all__ = [
+    "LatentsCallback",
+    "SDXLGenerator",
+    "StepCallback",
+    "optimise_for_cuda",
+    "pick_device",
+    "pick_dtype",
+    "resolve_model",
+]
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+Pipeline: TypeAlias = StableDiffusionXLPipeline | StableDiffusionXLImg2ImgPipeline
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# SDXL's VAE overflows in fp16 and diffusers then decodes every job in fp32; this one does not (force_upcast false).
+FP16_SAFE_VAE = "madebyollin/sdxl-vae-fp16-fix"
+# One VAE decode pass covers at most this many pixels: a larger image decodes in tiles, a larger batch one image
+# at a time. SDXL's VAE decoding 1536² in fp16 already takes several GB.
+DECODE_PIXELS_AT_ONCE = 1536 * 1536
+# Not "reduce-overhead": CUDA graphs replay into the same output buffers (the step callback keeps latents across
+# steps for previews), record a graph per shape and batch size, and save little where each UNet call is
+# compute-bound (SDXL at 1024², ~50 ms a step). max-autotune still picks the fastest GEMM/conv kernels.
+COMPILE_MODE = "max-autotune-no-cudagraphs"
+# The warm-up: a small job loads the kernels; compiled, the sizes jobs are expected to use are compiled instead
+# (a compile is minutes, so no size only the warm-up uses).
+WARM_UP_SIZES = ((256, 256),)
+COMPILED_WARM_UP_SIZES = ((1024, 1024),)
+WARM_UP_STEPS = 2
 
 
 def resolve_model(model: str, home: Path) -> str:
@@ -38,12 +66,45 @@ def resolve_model(model: str, home: Path) -> str:
     return str(tiny)
 
 
-def pick_device(requested: str) -> tuple[str, torch.dtype]:
-    device = requested
+def pick_device(requested: str) -> str:
+    """EASEL_DEVICE: `auto` (the first GPU, else the CPU), `cpu`, `cuda` or `cuda:N`."""
     if requested == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    # fp16 on a GPU; fp16 on a CPU is slow or unsupported, so fp32 there.
-    return device, torch.float16 if device.startswith("cuda") else torch.float32
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def pick_dtype(device: str, requested: str, fp16_safe_vae: bool) -> torch.dtype:
+    """EASEL_DTYPE on `device`. CPUs run fp32 (fp16 there is slow or unsupported). `auto` on a GPU: fp16 when the
+    VAE decodes safely in fp16, else bf16 where the GPU has it natively (no per-job fp32 VAE decode either)."""
+    if requested != "auto" and requested not in DTYPES:
+        raise SettingsError(f"EASEL_DTYPE={requested!r}: expected auto, {', '.join(DTYPES)}")
+    if not device.startswith("cuda"):
+        if requested not in ("auto", "fp32"):
+            raise SettingsError(f"EASEL_DTYPE={requested} needs a CUDA device; {device} runs fp32")
+        return torch.float32
+    if requested != "auto":
+        return DTYPES[requested]
+    if fp16_safe_vae or not torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.float16
+    return torch.bfloat16
+
+
+def vae_is_fp16_safe(model: str, vae: str) -> bool:
+    """Whether the VAE that will decode (`vae`, else the model's own) says it needs no fp32 upcast."""
+    config = AutoencoderKL.load_config(vae) if vae else AutoencoderKL.load_config(model, subfolder="vae")
+    return not config.get("force_upcast", True)
+
+
+def optimise_for_cuda(pipe: Pipeline, compile_unet: bool) -> None:
+    """channels_last for the convolution-heavy UNet and VAE (faster cuDNN kernels); optionally a compiled UNet.
+
+    Compiling is lazy: the first call of each shape compiles it (see warm_up).
+    """
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
+    if compile_unet:
+        # In place: pipe.unet stays a UNet2DConditionModel (its config is read on every call).
+        pipe.unet.compile(mode=COMPILE_MODE)
 
 
 class SDXLGenerator:
@@ -54,24 +115,58 @@ class SDXLGenerator:
     """
 
     def __init__(
-        self, model: str, device: str = "auto", refiner: str = "", safety_checker: str = "", home: Path | None = None
+        self,
+        model: str,
+        device: str = "auto",
+        refiner: str = "",
+        safety_checker: str = "",
+        home: Path | None = None,
+        *,
+        dtype: str = "auto",
+        vae: str = "",
+        compile_unet: bool = False,
+        decode_pixels_at_once: int = DECODE_PIXELS_AT_ONCE,
     ) -> None:
+        """`vae`: a VAE (folder or hub id) replacing the model's, e.g. FP16_SAFE_VAE for fp16 on a GPU."""
+        self.compiled = compile_unet
+        self.decode_pixels_at_once = decode_pixels_at_once
         # Every torch call of the process happens on this one thread, loading included. Once a second
         # thread has run torch ops, the two OpenMP thread pools compete for the cores: generation
         # measured 2x slower on 2 cores (196 ms vs 361 ms for the same job; see BENCHMARKS.md).
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-generate")
-        self._thread.submit(self._load, model, device, refiner, safety_checker, home).result()
+        self._thread.submit(self._load, model, device, refiner, safety_checker, home, dtype, vae).result()
 
-    def _load(self, model: str, device: str, refiner: str, safety_checker: str, home: Path | None) -> None:
+    @classmethod
+    def from_settings(cls, settings: Settings, vae: str = "") -> SDXLGenerator:
+        return cls(
+            settings.model, settings.device, settings.refiner, settings.safety_checker, home=settings.home,
+            dtype=settings.dtype, vae=vae, compile_unet=bool(settings.compile),
+        )
+
+    def _load(
+        self, model: str, device: str, refiner: str, safety_checker: str, home: Path | None, dtype_name: str, vae: str
+    ) -> None:
         self._torch_thread = threading.get_ident()
         if not model:
             model = resolve_model("", home or Path(".easel"))
-        self.device, dtype = pick_device(device)
-        log.info("loading pipeline", model=model, device=self.device, dtype=str(dtype))
+        self.device = pick_device(device)
+        cuda = self.device.startswith("cuda")
+        if cuda and (index := torch.device(self.device).index) is not None:
+            torch.cuda.set_device(index)  # EASEL_DEVICE=cuda:N: compiled kernels and the bf16 check use this GPU
+        # Read only where it decides something: a GPU's `auto`.
+        fp16_safe = cuda and dtype_name == "auto" and vae_is_fp16_safe(model, vae)
+        dtype = pick_dtype(self.device, dtype_name, fp16_safe)
+        log.info("loading pipeline", model=model, vae=vae or None, device=self.device, dtype=str(dtype))
         diffusers_logging.disable_progress_bar()
-        self.pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=dtype, add_watermarker=False)
+        components = {"vae": AutoencoderKL.from_pretrained(vae, dtype=dtype)} if vae else {}
+        self.pipe = StableDiffusionXLPipeline.from_pretrained(model, dtype=dtype, add_watermarker=False, **components)
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
+        if dtype == torch.float16 and self.pipe.vae.config.force_upcast:
+            log.warning("this VAE decodes every job in fp32 (it overflows in fp16): set a fp16-safe VAE or use bf16",
+                        fp16_safe_vae=FP16_SAFE_VAE)
+        if cuda:
+            optimise_for_cuda(self.pipe, self.compiled)
         self._base_scheduler_config = self.pipe.scheduler.config
         self.refiner: StableDiffusionXLImg2ImgPipeline | None = None
         self._refiner_scheduler_config: Any = None
@@ -82,6 +177,8 @@ class SDXLGenerator:
             )
             self.refiner.to(self.device)
             self.refiner.set_progress_bar_config(disable=True)
+            if cuda:
+                optimise_for_cuda(self.refiner, self.compiled)
             # Kept apart: each job's scheduler is built from the loaded config, never the last job's.
             self._refiner_scheduler_config = self.refiner.scheduler.config
         self.checker = SafetyChecker(safety_checker, self.device, dtype) if safety_checker else None
@@ -99,6 +196,15 @@ class SDXLGenerator:
         """
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
+    def warm_up(self, sizes: Sequence[tuple[int, int]] = ()) -> None:
+        """Run a short job of each size (default: WARM_UP_SIZES, or COMPILED_WARM_UP_SIZES when compiled), so the
+        first real job pays no kernel loading, allocator growth or compilation. Call before taking jobs."""
+        for width, height in sizes or (COMPILED_WARM_UP_SIZES if self.compiled else WARM_UP_SIZES):
+            job = Job(id=new_job_id(), owner="easel", prompt="warm-up", width=width, height=height, steps=WARM_UP_STEPS)
+            started = time.perf_counter()
+            self.generate(job, [0], lambda step, total: None)
+            log.info("warmed up", width=width, height=height, seconds=round(time.perf_counter() - started, 2))
+
     def generate(
         self, job: Job, seeds: list[int], on_step: StepCallback, on_latents: LatentsCallback | None = None
     ) -> list[Image.Image]:
@@ -110,6 +216,7 @@ class SDXLGenerator:
     ) -> list[Image.Image]:
         pipe = self.pipe
         pipe.scheduler = build_scheduler(self._base_scheduler_config, job.sampler, job.schedule)
+        self._fit_decode(job.width * job.height, len(seeds))
         # CPU generators: a seed gives the same initial noise on a CPU test box and on a GPU.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         common: dict[str, Any] = {
@@ -130,6 +237,21 @@ class SDXLGenerator:
         callback = counter.phase(order, job.steps)
         result = pipe(**common, width=job.width, height=job.height, callback_on_step_end=callback)
         return list(result.images)
+
+    def _fit_decode(self, pixels: int, images: int) -> None:
+        """Decode within DECODE_PIXELS_AT_ONCE: a large image in tiles, a large batch one image at a time.
+
+        Off otherwise: tiles blend at their seams, and one pass is fastest. The refiner shares this VAE.
+        """
+        vae = self.pipe.vae
+        if pixels > self.decode_pixels_at_once:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        if pixels * images > self.decode_pixels_at_once:
+            vae.enable_slicing()
+        else:
+            vae.disable_slicing()
 
     def check_safety(self, images: list[Image.Image]) -> tuple[list[Image.Image], list[bool]]:
         return self.call(self._check_safety, images)
