@@ -16,12 +16,13 @@ aiokafka's errors into ours.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+from aiokafka.partitioner import murmur2
 
 from contract.errors import KafkaUnavailable, QueueError, RecordRejected
 from producers.retry import retried
@@ -56,16 +57,37 @@ async def deadline(seconds: float, what: str) -> AsyncIterator[None]:
         raise queue_error(exc, what) from exc
 
 
+def key_hash(key: bytes) -> int:
+    """The key's hash as Kafka's default partitioner takes it (murmur2, pure Python in aiokafka: worth doing once
+    for a writer that sends one key to several topics)."""
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def partition_of(hashed: int, partitions: Collection[int]) -> int:
+    """The partition Kafka's default partitioner picks for a key with this `key_hash` (the same as runners',
+    dispatchers' and Java clients', so a job's records from every writer share one partition per topic)."""
+    return sorted(partitions)[hashed % len(partitions)]
+
+
 def _permanent(exc: Exception) -> bool:
     return not is_retriable(exc)
 
 
 @retried(_permanent)
 async def enqueue(
-    producer: AIOKafkaProducer, topic: str, value: bytes | None, key: bytes | None, headers: Headers = ()
+    producer: AIOKafkaProducer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    headers: Headers = (),
+    hashed: int | None = None,
 ) -> Ack:
-    """Hand a record to the producer (retrying while Kafka cannot take it yet); await the result to know it landed."""
-    ack: Ack = await producer.send(topic, value, key=key, headers=list(headers) or None)
+    """Hand a record to the producer (retrying while Kafka cannot take it yet); await the result to know it landed.
+
+    `hashed`: the key's `key_hash`, when the caller has it, so the partition is not hashed again.
+    """
+    partition = None if hashed is None else partition_of(hashed, await producer.partitions_for(topic))
+    ack: Ack = await producer.send(topic, value, key=key, partition=partition, headers=list(headers) or None)
     return ack
 
 
