@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from contract.errors import InvalidField
-from contract.job import Job, JobSpec, WebhookSpec, new_job_id
+from contract.job import Job, JobSpec, new_job_id
 from dialects.native import job_url, render_status
 from service.errors import validated
 from service.images import image_response
@@ -16,19 +16,23 @@ from service.submission import caught_up, enqueue, owned_status, request_cancel
 from service.webhooks import render_deliveries, vet_webhook
 
 SUBMIT_ONLY_FIELDS = ("key", "webhook", "track_id")
+# Job fields the API sets; a client naming one is told it is not a known field, as for any other.
+SERVER_FIELDS = frozenset(Job.model_fields) - frozenset(JobSpec.model_fields) - {"webhook"}
 
 
 async def submit_job(request: Request) -> Response:
     app: AppState = request.app.state.easel
     body = await json_object(request)
     owner = app.keys.authenticate(request, body)
-    spec = validated(JobSpec, {k: v for k, v in body.items() if k not in SUBMIT_ONLY_FIELDS})
-    webhook = _webhook(body)
-    if (problem := app.catalog.problem(spec)) is not None:  # model, refiner, safety checker: configured ones only
+    if (server_field := next((name for name in body if name in SERVER_FIELDS), None)) is not None:
+        raise InvalidField("is not a known field", server_field)
+    fields = {name: value for name, value in body.items() if name not in SUBMIT_ONLY_FIELDS}
+    # Validated once, as the Job (the spec's fields first, so their problems are reported first).
+    job = validated(Job, {**fields, "id": new_job_id(), "owner": owner, "webhook": _webhook(body), "dialect": "native"})
+    if (problem := app.catalog.problem(job)) is not None:  # model, refiner, safety checker: configured ones only
         field, rule = problem
         raise InvalidField(rule, field)
-    await vet_webhook(app.settings, webhook, "webhook" if isinstance(body.get("webhook"), str) else "webhook.url")
-    job = Job(**spec.model_dump(), id=new_job_id(), owner=owner, webhook=webhook, dialect="native")
+    await vet_webhook(app.settings, job.webhook, "webhook" if isinstance(body.get("webhook"), str) else "webhook.url")
     status = await enqueue(app, job)
     body_out = render_status(status, app.settings.base_url)
     return JSONResponse(body_out, status_code=202, headers={"Location": job_url(app.settings.base_url, job.id)})
@@ -68,10 +72,9 @@ async def cancel_job(request: Request) -> Response:
     return JSONResponse(render_status(status, app.settings.base_url), status_code=202)
 
 
-def _webhook(body: dict[str, object]) -> WebhookSpec | None:
+def _webhook(body: dict[str, object]) -> object:
+    """The webhook as the Job takes it (validated with the job, its problems named `webhook.*`)."""
     webhook = body.get("webhook")
-    if webhook is None:
-        return None
     if isinstance(webhook, str):  # the common shorthand: a URL plus a top-level track_id
-        return validated(WebhookSpec, {"url": webhook, "track_id": body.get("track_id")}, prefix="webhook")
-    return validated(WebhookSpec, webhook, prefix="webhook")
+        return {"url": webhook, "track_id": body.get("track_id")}
+    return webhook

@@ -7,7 +7,6 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("easel_http_requests_total", "HTTP requests", ["route", "method", "status"])
@@ -28,7 +27,6 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = _route_template(scope)
         status = 500
         started = time.perf_counter()
 
@@ -41,13 +39,14 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            route = _route_template(scope)
             LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
             REQUESTS.labels(route, scope["method"], str(status)).inc()
 
 
 def _route_template(scope: Scope) -> str:
-    for route in scope["app"].routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return getattr(route, "path", "unknown")
-    return "unmatched"
+    """The template of the route the router chose (it notes it in the scope, so nothing is matched twice)."""
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    return getattr(route, "path", "unknown")
