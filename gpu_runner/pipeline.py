@@ -248,7 +248,7 @@ class SDXLGenerator:
             vae.enable_tiling()
         else:
             vae.disable_tiling()
-        if pixels * images > self.decode_pixels_at_once:
+        if images > 1 and pixels * images > self.decode_pixels_at_once:
             vae.enable_slicing()
         else:
             vae.disable_slicing()
