@@ -10,6 +10,7 @@ good, so that answer is awaited without a bound.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Callable
 
@@ -33,6 +34,46 @@ log = structlog.get_logger(__name__)
 NOT_CONFIRMED = "submission was not confirmed by Kafka; not run"
 
 
+class UnseenSubmits:
+    """Jobs submitted here that a state view may not have read yet, by owner: what a queue limit adds to the view.
+
+    Each is kept until the view is seen to have it, or until `view_lag_s` after it was acknowledged (a view that
+    lags no more than that has it by then), so owners nobody counts for do not pile up.
+    """
+
+    def __init__(self, view_lag_s: float) -> None:
+        self._view_lag_s = view_lag_s
+        self._ids: dict[str, set[str]] = {}
+        self._expiry: list[tuple[float, str, str]] = []  # a heap of (when a view has it, owner, job id)
+
+    def add(self, owner: str, job_id: str) -> None:
+        """A submit in flight: counted until `settled` lets it expire."""
+        self._ids.setdefault(owner, set()).add(job_id)
+
+    def settled(self, owner: str, job_id: str, written_at: float) -> None:
+        """The job's status was written (or given up on) by `written_at`."""
+        heapq.heappush(self._expiry, (written_at + self._view_lag_s, owner, job_id))
+        while self._expiry and self._expiry[0][0] < time.time():
+            _, expired_owner, expired_id = heapq.heappop(self._expiry)
+            self.discard(expired_owner, expired_id)
+
+    def discard(self, owner: str, job_id: str) -> None:
+        if (ids := self._ids.get(owner)) is not None:
+            ids.discard(job_id)
+            if not ids:
+                del self._ids[owner]
+
+    def count(self, owner: str, seen: Callable[[str], bool]) -> int:
+        """How many of `owner`'s jobs `seen` (is it in the view?) does not know yet; the ones it knows are dropped."""
+        ids = self._ids.get(owner)
+        if ids is None:
+            return 0
+        ids.difference_update([job_id for job_id in ids if seen(job_id)])
+        if not ids:
+            del self._ids[owner]
+        return len(ids)
+
+
 class JobProducer:
     def __init__(
         self,
@@ -48,40 +89,31 @@ class JobProducer:
         self._settle_s = settle_s
         self._signing_secret = signing_secret
         self._settling = Background("job submissions")
-        # owner → ids of jobs submitted here that the caller's state view may not have read yet (see `unseen`).
-        self._unseen: dict[str, set[str]] = {}
+        # Jobs submitted here that a state view may not have read yet; one that lags at most timeout_s has read
+        # every job acknowledged longer ago (service.submission refuses submits while its view lags more).
+        self.unseen = UnseenSubmits(view_lag_s=timeout_s)
 
     async def stop(self) -> None:
         """Stop settling submits still in flight (a shutdown: one whose request was not sent may stay IN_QUEUE)."""
         await self._settling.stop()
 
-    def unseen(self, owner: str, seen: Callable[[str], bool]) -> int:
-        """How many of `owner`'s jobs submitted here (in flight or acknowledged) `seen` does not know yet.
-
-        The ones it knows are forgotten. For a queue limit: a view plus these counts this instance's submits
-        before the view has read them back, with no round trip to Kafka.
-        """
-        ids = self._unseen.get(owner)
-        if ids is None:
-            return 0
-        ids.difference_update([job_id for job_id in ids if seen(job_id)])
-        if not ids:
-            del self._unseen[owner]
-        return len(ids)
-
     async def submit(self, job: Job) -> JobStatus:
         """Return once Kafka acknowledged the job; raise SubmitUnconfirmed or SubmitRefused otherwise.
 
-        The job counts as `unseen` from the call on (before its first await).
+        The job counts in `unseen` from the call on (before its first await).
         """
-        self._unseen.setdefault(job.owner, set()).add(job.id)
+        self.unseen.add(job.owner, job.id)
         now = time.time()
         status = queued_status(job, now)
         try:
             await self._publish(job, status, Event(job_id=job.id, seq=0, type=EventType.QUEUED, ts=now))
         except SubmitRefused:  # never queued (its compensation, if Kafka takes it, ends it FAILED)
-            self._unseen.get(job.owner, set()).discard(job.id)
+            self.unseen.discard(job.owner, job.id)
             raise
+        except SubmitUnconfirmed:  # written within settle_s, or never
+            self.unseen.settled(job.owner, job.id, time.time() + self._settle_s)
+            raise
+        self.unseen.settled(job.owner, job.id, time.time())
         # Debug: at info, a line per submit cost more than a tenth of the submit path.
         log.debug("job submitted", job_id=job.id, track_id=job.track_id, owner=job.owner)
         return status

@@ -7,7 +7,10 @@ from aiokafka import AIOKafkaProducer
 from contract.settings import Settings
 from producers.kafka_security import client_security
 
-DEFAULT_BATCH_BYTES = 16 * 1024  # aiokafka's own default
+# Up to this much of one partition's records go in one batch. aiokafka keeps one request in flight per broker and
+# drains one batch per partition into it, so at its own default (16 KiB, ~25 job records) a burst of submits
+# queued behind several round trips; a batch only grows while records wait, so a quiet producer sends the same.
+DEFAULT_BATCH_BYTES = 512 * 1024
 # How long Kafka lets a transaction stay open before it aborts it. Ours hold one job's outcome and last
 # milliseconds; an open one holds every read_committed reader back, so one left by a crash must not last.
 TRANSACTION_TIMEOUT_MS = 20_000

@@ -86,7 +86,7 @@ def queued_count(app: AppState, owner: str) -> int:
     view = app.kafka.view
     if not view.alive or view.lag_s() > app.settings.submit_timeout_s:
         raise KafkaUnavailable("the state view is behind; the queue limit cannot be counted")
-    return len(view.queued(owner)) + app.kafka.jobs.unseen(owner, lambda job_id: view.get(job_id) is not None)
+    return len(view.queued(owner)) + app.kafka.jobs.unseen.count(owner, lambda job_id: view.get(job_id) is not None)
 
 
 async def caught_up(app: AppState) -> StateView:
