@@ -86,8 +86,12 @@ class Settings:
     safety_checker: str = ""
     runner_id: str = ""
     device: str = "auto"
-    dtype: str = "auto"  # auto | fp16 | bf16 | fp32 (CPU: fp32 only); auto: fp16 with an fp16-safe VAE, else bf16
-    compile: int = 0  # 1: torch.compile the UNet (slow start: the warm-up compiles the expected sizes)
+    # auto | fp16 | bf16 | fp32 (CPU: fp32 only); auto on a GPU: fp16 with an fp16-safe VAE, else bf16.
+    dtype: str = "auto"
+    # A VAE (folder or hub id) replacing the model's, e.g. madebyollin/sdxl-vae-fp16-fix for fp16 on a GPU.
+    vae: str = ""
+    # 1: torch.compile the UNet (slow start: the warm-up compiles the expected sizes).
+    compile: int = 0
     job_timeout_s: float = 600.0
     # A running job's full status is written at most once per this many seconds (progress events go out every
     # step); state changes (started, finished) are written at once.

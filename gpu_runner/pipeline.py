@@ -137,10 +137,10 @@ class SDXLGenerator:
         self._thread.submit(self._load, model, device, refiner, safety_checker, home, dtype, vae).result()
 
     @classmethod
-    def from_settings(cls, settings: Settings, vae: str = "") -> SDXLGenerator:
+    def from_settings(cls, settings: Settings) -> SDXLGenerator:
         return cls(
             settings.model, settings.device, settings.refiner, settings.safety_checker, home=settings.home,
-            dtype=settings.dtype, vae=vae, compile_unet=bool(settings.compile),
+            dtype=settings.dtype, vae=settings.vae, compile_unet=bool(settings.compile),
         )
 
     def _load(
