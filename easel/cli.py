@@ -9,10 +9,14 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contract.log import configure_logging
 from contract.settings import Settings
 from easel.lifecycle import raise_interrupt, run_until_stopped
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         "that exits; Ctrl-C stops all",
     )
     commands.add_parser("kafka", help="run the local Kafka broker in the foreground")
-    commands.add_parser("api", help="run the HTTP API")
+    api = commands.add_parser("api", help="run the HTTP API")
+    api.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="serve from N processes on one port, each a whole API instance (instances are stateless)",
+    )
     commands.add_parser("runner", help="run a GPU runner")
     runners = commands.add_parser(
         "runners", help="run one runner per device (EASEL_DEVICE=cuda:N each), restarting any that exits"
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         case "kafka":
             return _run_kafka(settings)
         case "api":
-            return _run_api(settings)
+            return _run_api(settings, args.workers)
         case "runner":
             return _run_runner(settings)
         case "runners":
@@ -124,19 +132,32 @@ def _run_kafka(settings: Settings) -> int:
         return 0
 
 
-def _run_api(settings: Settings) -> int:
+def _run_api(settings: Settings, workers: int = 1) -> int:
     import uvicorn
 
     from service import create_app
     from service.ws_streams import MAX_MESSAGE_BYTES
 
+    # One process: the app built here. Several: uvicorn binds the port once, starts N processes that accept on
+    # it (restarting any that dies), and each builds its own app (views, stream hub, purger) from `api_app`.
+    app = create_app(settings) if workers <= 1 else "easel.cli:api_app"
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False,
+        app, factory=workers > 1, workers=workers if workers > 1 else None,
+        host=settings.host, port=settings.port, log_level="warning", access_log=False,
         # Keepalive pings find dead WebSocket peers; a stuck one is closed after the timeout.
         ws_ping_interval=settings.ws_ping_interval_s, ws_ping_timeout=settings.ws_ping_timeout_s,
         ws_max_size=MAX_MESSAGE_BYTES,  # a larger frame is refused from its header, unread
     )
     return 0
+
+
+def api_app() -> Starlette:
+    """The API of one `easel api --workers N` process (uvicorn calls it by name in each)."""
+    from service import create_app
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)
 
 
 def _run_runner(settings: Settings) -> int:

@@ -73,7 +73,6 @@ def _permanent(exc: Exception) -> bool:
     return not is_retriable(exc)
 
 
-@retried(_permanent)
 async def enqueue(
     producer: AIOKafkaProducer,
     topic: str,
@@ -86,9 +85,23 @@ async def enqueue(
 
     `hashed`: the key's `key_hash`, when the caller has it, so the partition is not hashed again.
     """
+    try:  # at once, as it almost always goes: backoff's wrapper cost as much as the send itself
+        return await _send(producer, topic, value, key, headers, hashed)
+    except Exception as exc:
+        if _permanent(exc):
+            raise
+    return await _send_retrying(producer, topic, value, key, headers, hashed)
+
+
+async def _send(
+    producer: AIOKafkaProducer, topic: str, value: bytes | None, key: bytes | None, headers: Headers, hashed: int | None
+) -> Ack:
     partition = None if hashed is None else partition_of(hashed, await producer.partitions_for(topic))
     ack: Ack = await producer.send(topic, value, key=key, partition=partition, headers=list(headers) or None)
     return ack
+
+
+_send_retrying = retried(_permanent)(_send)
 
 
 @retried(_permanent)

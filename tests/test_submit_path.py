@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +18,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from easel.local_kafka import LocalKafka
 from producers.jobs import UnseenSubmits
 from producers.publish import key_hash, partition_of
-from tests.processes import HOME, Stack, make_stack
+from tests.processes import HOME, REPO, Stack, child_processes, make_stack
 
 JOB = {"prompt": "a fox", "width": 64, "height": 64, "steps": 2}
 LIMIT = 5
@@ -81,12 +85,15 @@ def test_a_client_cannot_set_what_the_api_sets(limited_stack: Stack) -> None:
 
 def test_invalid_fields_are_named_as_the_client_named_them(limited_stack: Stack) -> None:
     headers = {"Authorization": f"Bearer other-key-{limited_stack.prefix}"}
-    post = {"url": f"{limited_stack.base_url}/v1/jobs", "headers": headers}
-    assert httpx.post(**post, json={**JOB, "steps": 0}).json()["error"]["field"] == "steps"  # type: ignore[arg-type]
-    shorthand = httpx.post(**post, json={**JOB, "webhook": "not a url"})  # type: ignore[arg-type]
-    assert shorthand.status_code == 422 and shorthand.json()["error"]["field"] == "webhook.url"
-    nested = httpx.post(**post, json={**JOB, "webhook": {"url": "https://example.com/x", "extra": 1}})  # type: ignore[arg-type]
-    assert nested.status_code == 422 and nested.json()["error"]["field"] == "webhook.extra"
+
+    def refused_field(body: dict[str, object]) -> str:
+        answer = httpx.post(f"{limited_stack.base_url}/v1/jobs", json=body, headers=headers)
+        assert answer.status_code == 422
+        return str(answer.json()["error"]["field"])
+
+    assert refused_field({**JOB, "steps": 0}) == "steps"
+    assert refused_field({**JOB, "webhook": "not a url"}) == "webhook.url"  # the shorthand
+    assert refused_field({**JOB, "webhook": {"url": "https://example.com/x", "extra": 1}}) == "webhook.extra"
 
 
 def test_metrics_name_the_route_the_router_chose(limited_stack: Stack) -> None:
@@ -97,3 +104,47 @@ def test_metrics_name_the_route_the_router_chose(limited_stack: Stack) -> None:
     assert 'easel_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"}' in metrics
     assert 'easel_http_requests_total{method="GET",route="unmatched",status="404"}' in metrics
     assert 'easel_http_requests_total{method="POST",route="/v1/jobs",status="202"}' in metrics
+
+
+def test_an_api_with_two_workers_serves_one_port_from_two_instances(
+    kafka: LocalKafka, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    stack = make_stack(kafka.bootstrap, tmp_path_factory.mktemp("workers"), "workers", HOME)
+    log = stack.workdir / "api.log"
+    with log.open("ab") as output:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "easel.cli", "api", "--workers", "2"],
+            env=stack.env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+        )
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 90
+        while len(child_processes(api.pid)) < 2 or not _healthy(stack.base_url):
+            assert api.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        workers |= set(child_processes(api.pid))
+        headers = {"Authorization": f"Bearer {stack.key}"}
+        ids = [httpx.post(f"{stack.base_url}/v1/jobs", json=JOB, headers=headers).json()["id"] for _ in range(8)]
+        # Any worker answers for a job another took (each reads the state topic).
+        for job_id in ids:
+            answer = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}", headers=headers, params={"wait": 0})
+            assert answer.status_code == 200 and answer.json()["state"] == "IN_QUEUE"
+    finally:
+        api.send_signal(signal.SIGINT)
+        api.wait(30)
+    assert workers and not any(_running(pid) for pid in workers)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (one whose parent exited waits for init, which may never reap it here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _healthy(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
