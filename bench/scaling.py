@@ -6,8 +6,8 @@ noise (and other work on it) hits both alike. A round: N jobs written straight t
 once, timed until each has its terminal event on the events topic (read_committed). The result is jobs/s
 per configuration and the ratio, per round and as the median.
 
-A third configuration runs two runners with one torch thread each (OMP_NUM_THREADS=1): by default each
-runner's torch uses every core, so two runners on a small CPU box compete for the same cores.
+The same pair runs again with one torch thread per runner (OMP_NUM_THREADS=1): by default each runner's
+torch uses every core, so two runners on a small CPU box oversubscribe the same cores.
 
 Run: `.venv/bin/python -m bench.scaling` (BENCH_SCALING_ROUNDS, BENCH_SCALING_JOBS).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.results import report
 from contract.events import Event
@@ -42,15 +42,18 @@ SPEC = {"owner": "bench", "prompt": "a lighthouse at dusk", "width": 64, "height
 class Configuration:
     name: str
     runners: int
+    baseline: str = ""  # the configuration this one's ratio is taken against
     env: dict[str, str] = field(default_factory=dict)
     processes: list[EaselProcess] = field(default_factory=list)
     prefix: str = ""
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 CONFIGURATIONS = [
     Configuration("one_runner", 1),
-    Configuration("two_runners", 2),
-    Configuration("two_runners_one_thread_each", 2, {"OMP_NUM_THREADS": "1"}),
+    Configuration("two_runners", 2, "one_runner"),
+    Configuration("one_runner_one_thread", 1, env=ONE_THREAD),
+    Configuration("two_runners_one_thread_each", 2, "one_runner_one_thread", ONE_THREAD),
 ]
 
 
@@ -84,18 +87,17 @@ def start(config: Configuration, bootstrap: str, workdir: Path) -> None:
 async def burst(bootstrap: str, config: Configuration, name: str, jobs: int) -> float:
     """Jobs per second for `jobs` jobs written at once, until every one has its terminal event."""
     topics = Topics(config.prefix)
-    events = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    # No group: every partition of the events topic, from its end.
+    events = AIOKafkaConsumer(
+        topics.events, bootstrap_servers=bootstrap, isolation_level="read_committed", auto_offset_reset="latest"
+    )
     await events.start()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     try:
-        await events.topics()  # the cluster's metadata, so the events topic's partitions are known
-        partitions = [TopicPartition(topics.events, p) for p in events.partitions_for_topic(topics.events) or []]
-        if not partitions:
-            raise RuntimeError(f"no events topic {topics.events}")
-        events.assign(partitions)
-        await events.seek_to_end()
-        for tp in partitions:
+        while not events.assignment():
+            await events.getmany(timeout_ms=100)
+        for tp in events.assignment():
             await events.position(tp)  # resolved now: nothing of this burst is missed
         ids = [f"{name}-{i}" for i in range(jobs)]
         started = time.perf_counter()
@@ -126,11 +128,12 @@ async def measure(bootstrap: str) -> dict[str, object]:
     for round_index in range(ROUNDS):
         for config in CONFIGURATIONS:
             rates[config.name].append(await burst(bootstrap, config, f"round-{round_index}", JOBS))
-    base = rates["one_runner"]
     ratios = {
-        name: [round(rate / one, 3) for rate, one in zip(values, base, strict=True)]
-        for name, values in rates.items()
-        if name != "one_runner"
+        f"{config.name}/{config.baseline}": [
+            round(rate / one, 3) for rate, one in zip(rates[config.name], rates[config.baseline], strict=True)
+        ]
+        for config in CONFIGURATIONS
+        if config.baseline
     }
     return {
         "jobs_per_burst": JOBS,
@@ -140,8 +143,8 @@ async def measure(bootstrap: str) -> dict[str, object]:
         "cpu_cores": os.cpu_count(),
         "jobs_per_s": {name: [round(r, 3) for r in values] for name, values in rates.items()},
         "jobs_per_s_median": {name: round(statistics.median(values), 3) for name, values in rates.items()},
-        "ratio_to_one_runner": ratios,
-        "ratio_to_one_runner_median": {name: round(statistics.median(values), 3) for name, values in ratios.items()},
+        "ratios": ratios,
+        "ratios_median": {name: round(statistics.median(values), 3) for name, values in ratios.items()},
     }
 
 
