@@ -109,6 +109,8 @@ class Runner:
         try:
             await self.view.start()
             await self.cancels.start()
+            # Before joining the group: the first job should not pay for lazy CUDA set-up (or compilation).
+            await self.generator.run_in_thread(self.generator.warm_up)
             await consumer.start()
             log.info("runner ready", runner_id=self.runner_id, device=self.generator.device)
             while True:

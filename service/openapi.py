@@ -238,6 +238,7 @@ def _job_status_schema() -> dict[str, Any]:
             "delay_ms": {"type": ["integer", "null"]},
             "execution_ms": {"type": ["integer", "null"]},
             "attempt": {"type": "integer"},
+            "runner_id": {"type": ["string", "null"]},
             "progress": {"type": ["object", "null"]},
             "outputs": {"type": "array", "items": {"type": "object"}},
             "seeds": {"type": "array", "items": {"type": "integer"}},
