@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -31,6 +32,22 @@ class JobStopped(Exception):
         super().__init__(reason)
         self.event = event
         self.reason = reason
+
+
+@dataclass
+class JobTimings:
+    """Where one attempt's time went inside the runner, in seconds: the pipeline (with the safety checker), PNG or
+    JPEG encoding, blob writes, and waiting for Kafka to acknowledge the job's events (the outcome's transaction is
+    the runner's, after this). Logged once per job as `job timings`, in ms."""
+
+    pipe: float = 0.0
+    encode: float = 0.0
+    store: float = 0.0
+    publish: float = 0.0
+
+    def log(self, outcome: EventType) -> None:
+        ms = {f"{name}_ms": round(seconds * 1000, 2) for name, seconds in vars(self).items()}
+        log.info("job timings", outcome=outcome, **ms)
 
 
 def choose_seeds(job: Job) -> list[int]:
@@ -64,15 +81,28 @@ class JobExecution:
         self.preview_every = preview_every
         self.catalog = catalog or Catalog()
         self.max_job_work = max_job_work
+        self.timings = JobTimings()
 
     async def run(self) -> EventType:
         """Emit every event of one attempt at the job; return the terminal event emitted."""
-        job = self.job
         if (stopped := self._stop_before_start()) is not None:
             self.writer.emit(stopped.event, {"error": stopped.reason})
             return stopped.event
         self.writer.emit(EventType.STARTED, {"runner_id": self.runner_id})
-        await self.writer.flush()  # the crash cap counts attempts from STARTED statuses that landed
+        await self._flush()  # the crash cap counts attempts from STARTED statuses that landed
+        outcome = await self._generate()
+        await self._flush()  # progress and previews acknowledged before the runner writes the outcome
+        self.timings.log(outcome)
+        return outcome
+
+    async def _flush(self) -> None:
+        started = time.perf_counter()
+        await self.writer.flush()
+        self.timings.publish += time.perf_counter() - started
+
+    async def _generate(self) -> EventType:
+        """From STARTED: generate, encode and store the images; emit the terminal event."""
+        job = self.job
         seeds = choose_seeds(job)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
@@ -97,7 +127,9 @@ class JobExecution:
         try:
             on_latents = self._previews(loop) if job.preview else None
             encoded = await self.generator.run_in_thread(self._generate_and_encode, seeds, on_step, on_latents)
+            stored_at = time.perf_counter()
             outputs = [await self._store(*image) for image in encoded]
+            self.timings.store = time.perf_counter() - stored_at
         except JobStopped as stop:
             self.writer.emit(stop.event, {"error": stop.reason})
             return stop.event
@@ -142,10 +174,13 @@ class JobExecution:
     ) -> list[tuple[dict[str, Any], bytes]]:
         """In the generation thread: the images, encoded, each with its output entry (stored on the loop)."""
         job = self.job
+        started = time.perf_counter()
         images = self.generator.generate(job, seeds, on_step, on_latents)
         nsfw = [False] * len(images)
         if job.safety_checker:
             images, nsfw = self.generator.check_safety(images)
+        encode_started = time.perf_counter()
+        self.timings.pipe = encode_started - started
         spec = job.model_dump(mode="json", include=set(JobSpec.model_fields))
         encoded = []
         for index, (image, seed, flagged) in enumerate(zip(images, seeds, nsfw, strict=True)):
@@ -159,6 +194,7 @@ class JobExecution:
             }
             parameters = infotext(spec, seed, self.catalog.model_name)
             encoded.append((output, encode_image(image, job.output_format, parameters)))
+        self.timings.encode = time.perf_counter() - encode_started
         return encoded
 
     async def _store(self, output: dict[str, Any], data: bytes) -> dict[str, Any]:
