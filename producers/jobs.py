@@ -63,6 +63,10 @@ class UnseenSubmits:
             if not ids:
                 del self._ids[owner]
 
+    def held(self, owner: str) -> int:
+        """At least `count`: also those a view read since (they drop out on `count` or expiry)."""
+        return len(self._ids.get(owner, ()))
+
     def count(self, owner: str, seen: Callable[[str], bool]) -> int:
         """How many of `owner`'s jobs `seen` (is it in the view?) does not know yet; the ones it knows are dropped."""
         ids = self._ids.get(owner)

@@ -71,22 +71,26 @@ async def enqueue(app: AppState, job: Job) -> JobStatus:
     check_work_budget(job, app.settings.max_job_work)
     limit = app.settings.max_queued_per_key
     # No await between the count and `submit` noting the job: concurrent submits here each count the ones before.
-    if limit and queued_count(app, job.owner) >= limit:
+    if limit and over_queue_limit(app, job.owner, limit):
         raise QueueFull(limit, RETRY_AFTER_S)
     return await app.kafka.jobs.submit(job)
 
 
-def queued_count(app: AppState, owner: str) -> int:
-    """The owner's queued jobs: what the state view holds, plus this instance's submits it has not read yet.
+def over_queue_limit(app: AppState, owner: str, limit: int) -> bool:
+    """Whether the owner has `limit` jobs queued: those the state view holds, plus this instance's submits it has
+    not read yet.
 
     Exact for one instance's own submits (acknowledged or in flight); another instance's count once this view has
-    read them, within its lag (milliseconds, at most EASEL_SUBMIT_TIMEOUT_S, else KafkaUnavailable). No Kafka
+    read them, within its lag (milliseconds; at most EASEL_SUBMIT_TIMEOUT_S, else KafkaUnavailable). No Kafka
     round trip per submit: catching the view up on each one capped an instance at a few hundred submits/s.
     """
     view = app.kafka.view
     if not view.alive or view.lag_s() > app.settings.submit_timeout_s:
         raise KafkaUnavailable("the state view is behind; the queue limit cannot be counted")
-    return len(view.queued(owner)) + app.kafka.jobs.unseen.count(owner, lambda job_id: view.get(job_id) is not None)
+    queued, unseen = len(view.queued(owner)), app.kafka.jobs.unseen
+    if queued + unseen.held(owner) < limit:  # the cheap bound first; near the limit, drop what the view has read
+        return False
+    return queued + unseen.count(owner, lambda job_id: view.get(job_id) is not None) >= limit
 
 
 async def caught_up(app: AppState) -> StateView:
