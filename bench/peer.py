@@ -182,7 +182,8 @@ class Paths:
 
 def _check_png(answer: dict[str, Any], images: list[bytes]) -> None:
     """`answer`: a RunPod envelope (`status`) or a native status (`state`)."""
-    if answer.get("status", answer.get("state")) != "COMPLETED" or len(images) != 1 or not images[0].startswith(b"\x89PNG"):
+    completed = answer.get("status", answer.get("state")) == "COMPLETED"
+    if not completed or len(images) != 1 or not images[0].startswith(b"\x89PNG"):
         raise RuntimeError(f"not one PNG: {str(answer)[:300]}")
 
 
