@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other. Results are printed and saved under bench/results/."""
 
-from bench import memory, outcomes, overhead, previews, scaling, streams, torch_threads, webhooks
+from bench import memory, outcomes, overhead, previews, scaling, streams, submits, torch_threads, webhooks
 
 if __name__ == "__main__":
     overhead.main()
@@ -11,3 +11,4 @@ if __name__ == "__main__":
     torch_threads.main()
     memory.main()
     scaling.main()
+    submits.main()
