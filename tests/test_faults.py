@@ -101,6 +101,6 @@ async def test_runner_killed_mid_job_finishes_it_after_restart_with_one_outcome(
     assert types.count(EventType.STARTED) == 2
     seqs = [e.seq for e in events]
     assert seqs == sorted(set(seqs))  # never reused: the second attempt numbers on past all the first could write
-    second_start = types.index(EventType.STARTED, 1)
+    second_start = types.index(EventType.STARTED, types.index(EventType.STARTED) + 1)
     assert seqs[second_start] > seqs[second_start - 1] + 1  # skipped ahead, not just the next number
     assert client.get(done["outputs"][0]["url"]).status_code == 200
