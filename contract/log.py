@@ -10,7 +10,29 @@ import orjson
 import structlog
 
 
+class _OncePerMessage(logging.Filter):
+    """Lets each distinct message through once. aiokafka logs "Topic X not found in cluster metadata" on every
+    metadata refresh (several a second) while a topic it follows does not exist yet, e.g. the API's view of the
+    dispatcher's delivery statuses before a dispatcher ever ran: once per topic says it."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+        self._limit = limit
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self._seen:
+            return False
+        if len(self._seen) < self._limit:  # bounded: past it, messages pass rather than memory grow
+            self._seen.add(message)
+        return True
+
+
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
+    cluster_log = logging.getLogger("aiokafka.cluster")
+    if not any(isinstance(f, _OncePerMessage) for f in cluster_log.filters):
+        cluster_log.addFilter(_OncePerMessage())
     # transformers warns on import that torchvision is missing and it falls back to PIL image processors: the
     # runner needs no torchvision, so nothing a user can act on. Only its errors are shown (its variable still wins).
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
