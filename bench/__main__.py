@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, one after the other. Results are printed and saved under bench/results/."""
 
-from bench import memory, outcomes, overhead, previews, scaling, streams, submits, torch_threads, webhooks
+from bench import gpu, memory, outcomes, overhead, peer, previews, scaling, streams, submits, torch_threads, webhooks
 
 if __name__ == "__main__":
     overhead.main()
@@ -12,3 +12,5 @@ if __name__ == "__main__":
     memory.main()
     scaling.main()
     submits.main()
+    peer.main()
+    gpu.main()  # reports "skipped: no GPU" without CUDA

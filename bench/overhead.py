@@ -86,7 +86,7 @@ def full_run(client: httpx.Client, parts: dict[str, list[float]] | None = None) 
 def main() -> None:
     model = resolve_model("", HOME)
     generator = SDXLGenerator(model, "cpu")
-    job = Job(**SPEC, id="bench", owner="bench")  # type: ignore[arg-type]
+    job = Job(**SPEC, id="bench", owner="bench")
 
     def bare_run() -> float:
         started = time.perf_counter()

@@ -25,7 +25,7 @@ SPEC = {"prompt": "a lighthouse at dusk", "width": 512, "height": 512, "steps": 
 
 def main() -> None:
     generator = SDXLGenerator(resolve_model("", REPO / ".easel"), "cpu")
-    job = Job(**SPEC, id="bench", owner="bench", preview=True)  # type: ignore[arg-type]
+    job = Job(**SPEC, id="bench", owner="bench", preview=True)
     interval = preview_interval(job.steps)
 
     def on_latents(step: int, total: int, latents: torch.Tensor) -> None:
