@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from contract.blobs_s3 import S3BlobStore
+from contract.keys import key_id
+from contract.serialization import encode, key
 from contract.settings import Settings
+from contract.states import JobState, JobStatus, Output
+from contract.topics import Topics
 from dialects.links import file_url
 from easel.local_kafka import LocalKafka
 from easel.local_s3 import LocalS3
+from tests.kafka_io import Records, produce, read_topic
 from tests.processes import HOME, Stack, make_stack
 from tests.s3 import BUCKET, own_s3proxy
 
@@ -63,3 +70,56 @@ def test_images_go_to_s3_and_public_links_redirect_to_presigned_urls(
         assert presigned.status_code == 200 and presigned.content == stored
         assert anonymous.get(public, follow_redirects=True).content == stored
         assert anonymous.get(public.replace("token=", "token=x")).status_code == 404  # still the API's check first
+
+
+@pytest.fixture
+def short_retention_api(
+    kafka: LocalKafka, s3proxy: LocalS3, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """An API alone (the purger runs in it) on S3, keeping finished jobs 2 s."""
+    stack = make_stack(kafka.bootstrap, tmp_path_factory.mktemp("s3-retention"), "s3retention", HOME)
+    stack.env.update(s3proxy.env, EASEL_BLOB_URL=f"s3://{BUCKET}/retention", EASEL_RETENTION_S="2")
+    try:
+        stack.start_api()
+        yield stack
+    finally:
+        stack.stop()
+
+
+async def test_retention_deletes_the_objects_in_s3(
+    short_retention_api: Stack, s3proxy: LocalS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = short_retention_api
+    for name, value in s3proxy.env.items():  # this process writes to the store too: S3Proxy's credentials
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env(stack.env)
+    store = S3BlobStore.from_settings(settings)
+    objects = s3proxy.data_dir / BUCKET / "retention"
+    now = time.time()
+    try:
+        for job_id, finished in (("kept-job", now + 3600), ("expired-job", now - 60)):
+            await store.put(f"{job_id}/0.png", b"\x89PNG not really", "image/png")
+            status = JobStatus(
+                job_id=job_id, owner=key_id(stack.key), state=JobState.COMPLETED, seq=3, updated_at=finished,
+                created_at=finished - 1, started_at=finished - 1, finished_at=finished,
+                outputs=[Output(key=f"{job_id}/0.png", content_type="image/png", width=64, height=64, seed=1)],
+            )
+            await produce(stack.env["EASEL_KAFKA_BOOTSTRAP"], Topics(stack.prefix).state, encode(status),
+                          key=key(job_id))
+        assert (objects / "expired-job" / "0.png").exists()
+        deadline = time.monotonic() + 30
+        while (objects / "expired-job" / "0.png").exists():  # the purger deletes it within a round or two
+            assert time.monotonic() < deadline, "the expired job's object is still in S3"
+            time.sleep(0.2)
+        assert await store.get("expired-job/0.png") is None
+        assert await store.get("kept-job/0.png") == b"\x89PNG not really"
+    finally:
+        await store.close()
+    def tombstoned(records: Records) -> bool:
+        return any(r.key == b"expired-job" and r.value is None for r in records)
+
+    records = await read_topic(stack.env["EASEL_KAFKA_BOOTSTRAP"], Topics(stack.prefix).state, tombstoned, 30)
+    assert tombstoned(records)
+    headers = {"Authorization": f"Bearer {stack.key}"}
+    assert httpx.get(f"{stack.base_url}/v1/jobs/expired-job", headers=headers).status_code == 404
+    assert httpx.get(f"{stack.base_url}/v1/jobs/kept-job", headers=headers).status_code == 200
