@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from contract.events import EventType
 from contract.samplers import SAMPLER_INFO, SCHEDULE_INFO, UNSUPPORTED_SCHEDULES
+from contract.states import Progress
 from dialects import a1111
 from service.requests import json_object
 from service.state import AppState
@@ -46,18 +47,28 @@ async def progress(request: Request) -> Response:
     owner = app.keys.authenticate(request)
     status = _latest_of(app, owner)
     skip = request.query_params.get("skip_current_image", "false").lower() in ("1", "true")
-    image = None if status is None or skip or status.is_terminal else _latest_preview(request, status.job_id)
-    return JSONResponse(a1111.progress(status, image))
+    image = None
+    if status is not None and not status.is_terminal:
+        newest_progress, image = _live_events(request, status.job_id)
+        if newest_progress is not None and (status.progress is None or newest_progress.step > status.progress.step):
+            # Every step is on the events topic; the status is written at most every EASEL_STATUS_INTERVAL_S.
+            status = status.model_copy(update={"progress": newest_progress})
+    return JSONResponse(a1111.progress(status, None if skip else image))
 
 
-def _latest_preview(request: Request, job_id: str) -> str | None:
-    """The base64 JPEG of the job's newest `preview` event, from this instance's stream history."""
+def _live_events(request: Request, job_id: str) -> tuple[Progress | None, str | None]:
+    """The job's newest progress and preview (base64 JPEG) from this instance's stream history."""
     history = hub_of(request).history.get(job_id)
-    previews = [item for item in history.items if item.type is EventType.PREVIEW] if history else []
-    if not previews:
-        return None
-    image: str | None = orjson.loads(previews[-1].payload)["data"].get("image")
-    return image
+    progress: Progress | None = None
+    image: str | None = None
+    for item in reversed(history.items if history else []):
+        if progress is None and item.type is EventType.PROGRESS:
+            progress = Progress.model_validate(orjson.loads(item.payload)["data"])
+        elif image is None and item.type is EventType.PREVIEW:
+            image = orjson.loads(item.payload)["data"].get("image")
+        if progress is not None and image is not None:
+            break
+    return progress, image
 
 
 async def interrupt(request: Request) -> Response:
