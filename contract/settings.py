@@ -19,7 +19,7 @@ PREFIX = "EASEL_"
 LOCAL_BOOTSTRAP = "127.0.0.1:19092"
 # Shown as *** in repr, so settings can be logged.
 SECRET_FIELDS = (
-    "api_keys", "dev_key", "url_secret", "webhook_secret", "webhook_key_secrets", "job_signing_secret",
+    "api_keys", "dev_key", "a1111_auth", "url_secret", "webhook_secret", "webhook_key_secrets", "job_signing_secret",
     "kafka_password",
 )
 
@@ -56,6 +56,11 @@ class Settings:
     public_url: str = ""
     api_keys: tuple[str, ...] = ()
     dev_key: str = ""
+    # A1111 `--api-auth` style `user:key` pairs for HTTP Basic on /sdapi/v1/* (the key is an Easel API key);
+    # without them, Basic is accepted with any user name and an Easel key as the password.
+    a1111_auth: tuple[str, ...] = ()
+    # Origins browser pages may call the API from (CORS); "*" by default: keys travel in headers, never cookies.
+    cors_origins: tuple[str, ...] = ("*",)
     submit_timeout_s: float = 5.0
     # A submit Kafka did not confirm in time goes on in the background this long; then its job ends FAILED.
     submit_settle_s: float = 60.0
@@ -93,6 +98,11 @@ class Settings:
     # 1: torch.compile the UNet (slow start: the warm-up compiles the expected sizes).
     compile: int = 0
     job_timeout_s: float = 600.0
+    # Dynamic batching: compatible waiting jobs (same model, size, steps, sampler, guidance...) run as one
+    # pipeline call of at most this many images (1: off). The window waits this long for more to arrive;
+    # 0 batches only what is already waiting.
+    batch_max_images: int = 4
+    batch_window_s: float = 0.0
     # A running job's full status is written at most once per this many seconds (progress events go out every
     # step); state changes (started, finished) are written at once.
     status_interval_s: float = 0.25
