@@ -11,10 +11,12 @@ import base64
 import os
 import secrets
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from contract.catalog import DEFAULT_MODEL, Catalog
 from contract.settings import Settings
 from easel.lifecycle import StopRequest, raise_interrupt
 from easel.local_kafka import LocalKafka
@@ -23,6 +25,10 @@ from easel.supervisor import Child, Supervisor
 # The `easel` subcommands `easel dev` runs, in start and stop order: the API stops first, so no job arrives
 # while the runner and the dispatcher finish theirs. compose.yaml has a service for each (tests/test_compose.py).
 PROCESSES = ("api", "runner", "webhooks")
+# The names the demo serves its tiny models by: SDXL's, so the seeds' examples (A1111 `sd_model_checkpoint`,
+# `refiner_checkpoint`) run unchanged against a fresh `make run`.
+DEMO_MODEL_NAME = "sd_xl_base_1.0"
+DEMO_REFINER_NAME = "sd_xl_refiner_1.0"
 
 
 def dev_key(settings: Settings) -> str:
@@ -46,6 +52,36 @@ def _kept_secret(path: Path, generate: Callable[[], str]) -> str:
     return path.read_text().strip()
 
 
+def demo_env(settings: Settings) -> dict[str, str]:
+    """What a fresh `make run` configures beyond `settings`: with the tiny model (EASEL_MODEL unset), SDXL's names
+    for it and a tiny refiner built beside it. What the operator set is kept; a real model gets nothing.
+
+    The one definition of the demo stack: `easel dev` gives it to its children, and the tests build theirs with it.
+    """
+    if settings.model:
+        return {}
+    env: dict[str, str] = {}
+    if settings.model_name == DEFAULT_MODEL:
+        env["EASEL_MODEL_NAME"] = DEMO_MODEL_NAME
+    if not settings.refiner:
+        env["EASEL_REFINER"] = str(tiny_refiner(settings.home))
+        if settings.refiner_name == Settings.refiner_name:
+            env["EASEL_REFINER_NAME"] = DEMO_REFINER_NAME
+    return env
+
+
+def tiny_refiner(home: Path) -> Path:
+    """The tiny refiner beside the tiny base under EASEL_HOME, built offline the first time.
+
+    Built by `easel model tiny-refiner` in a child process, so this supervisor never imports torch.
+    """
+    path = home / "models" / "tiny-sdxl-refiner"
+    if not (path / "model_index.json").is_file():  # diffusers' saved-pipeline marker, written last (renamed in)
+        print("building the tiny SDXL refiner ...", flush=True)
+        subprocess.run([sys.executable, "-m", "easel.cli", "model", "tiny-refiner", str(path)], check=True)
+    return path
+
+
 def run_dev(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, raise_interrupt)  # while Kafka starts, `kill` stops it as Ctrl-C does
     broker = None
@@ -59,8 +95,10 @@ def run_dev(settings: Settings) -> int:
         supervisor = Supervisor([Child(name, [sys.executable, "-m", "easel.cli", name], env) for name in PROCESSES])
         stop = StopRequest()
         stop.listen()
+        served = Catalog.from_settings(Settings.from_env(env))
         print(
             f"\n  Easel API   {settings.base_url}\n  API key     {key}\n  Kafka       {settings.bootstrap}\n"
+            f"  Models      {', '.join(served.models)}; refiner {', '.join(served.refiners) or 'none'}\n"
             f"  Webhooks    signed with the secret in {settings.home / 'webhook-secret'} (or EASEL_WEBHOOK_SECRET)\n\n"
             "  A process that exits is restarted; Ctrl-C stops everything.\n",
             flush=True,
@@ -75,7 +113,7 @@ def run_dev(settings: Settings) -> int:
 
 
 def child_env(settings: Settings, key: str) -> dict[str, str]:
-    env = {**os.environ, "EASEL_DEV_KEY": key, "EASEL_KAFKA_BOOTSTRAP": settings.bootstrap}
+    env = {**os.environ, **demo_env(settings), "EASEL_DEV_KEY": key, "EASEL_KAFKA_BOOTSTRAP": settings.bootstrap}
     env["EASEL_WEBHOOK_SECRET"] = dev_webhook_secret(settings)
     # Fixed ids double as static group members: a restarted runner or dispatcher takes its partitions back at once.
     env.setdefault("EASEL_RUNNER_ID", "dev-runner-0")

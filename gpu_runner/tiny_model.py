@@ -9,6 +9,7 @@ a byte-level tokenizer written locally instead of one fetched from the Hub.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -158,10 +159,17 @@ def build_tiny_refiner(base: StableDiffusionXLPipeline) -> StableDiffusionXLImg2
 
 
 def save_tiny_refiner(target: Path) -> Path:
-    """Build the tiny refiner beside a freshly built tiny base (same seeds, so the same shared parts)."""
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as workdir:
-        build_tiny_refiner(build_tiny_sdxl(Path(workdir))).save_pretrained(str(target))
+    """Build the tiny refiner beside a freshly built tiny base (same seeds, so the same shared parts).
+
+    Saved whole or not at all: it is built beside `target` and renamed into place, so a saved pipeline
+    at `target` (what `easel dev` looks for) is never a half-written one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as workdir:
+        building = Path(workdir) / "refiner"
+        build_tiny_refiner(build_tiny_sdxl(Path(workdir) / "base")).save_pretrained(str(building))
+        shutil.rmtree(target, ignore_errors=True)
+        building.rename(target)
     return target
 
 
