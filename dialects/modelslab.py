@@ -1,5 +1,10 @@
 """ModelsLab realtime text2img (v6): `key` in the body; answers success / processing / error.
 
+Flags (`safety_checker`, `base64`, `instant_response`, `enhance_prompt`) are read by one rule, `flag`: ModelsLab's
+clients send booleans, "yes" / "no", "true" / "false" and 1 / 0 alike. `track_id` (a string, or the integer many
+clients send) comes back as sent, in the answer and in the webhook. `enhance_prompt` and `enhance_style` are
+accepted and not applied (the prompt runs as sent); `meta` says so.
+
 Errors are `{"status": "error", "message": ...}` with ModelsLab's codes: 400 (a 409 or 422 elsewhere),
 401 `Invalid API key`, 404, 429 (with `retry_after`), 503, 500. A job that failed is HTTP 200 with status `error`.
 """
@@ -33,8 +38,14 @@ RESPONSE_STATUS = {
 WEBHOOK_STATUS = RESPONSE_STATUS | {state: "failed" for state, name in RESPONSE_STATUS.items() if name == "error"}
 # The body's names for job fields that ModelsLab names differently (job field → ModelsLab's name).
 FIELD_NAMES = {"num_images": "samples", "steps": "num_inference_steps", "guidance": "guidance_scale"}
-FIELDS = {"key", "prompt", "negative_prompt", "width", "height", "samples", "safety_checker", "seed",
-          "instant_response", "base64", "webhook", "track_id", "num_inference_steps", "guidance_scale"}
+FLAGS = ("safety_checker", "instant_response", "base64", "enhance_prompt")
+FIELDS = {"key", "prompt", "negative_prompt", "width", "height", "samples", "seed", "webhook", "track_id",
+          "num_inference_steps", "guidance_scale", "enhance_style", *FLAGS}
+TRUE_WORDS = ("yes", "true", "1")
+FALSE_WORDS = ("no", "false", "0")
+# ModelsLab rewrites prompts with these; Easel runs the prompt as sent, and says so in `meta`.
+NOT_APPLIED = ("enhance_prompt", "enhance_style")
+NOT_APPLIED_NOTE = "enhance_prompt and enhance_style are accepted and not applied: the prompt ran as sent"
 MAX_SIDE = 1024  # ModelsLab's documented limit for realtime
 DEFAULT_STEPS = 20
 
@@ -52,7 +63,13 @@ def job_fields(body: dict[str, Any], safety_checker_available: bool = False) -> 
     unknown = sorted(body.keys() - FIELDS)
     if unknown:
         raise InvalidField("is not a known field", unknown[0])
-    safety_checker = _flag(body, "safety_checker")
+    for name in FLAGS:  # every flag checked at submit: `flag` reads them from the echoed request later
+        flag(body, name)
+    _track_id(body)
+    style = body.get("enhance_style")
+    if style is not None and not isinstance(style, str):
+        raise InvalidField("enhance_style must be a string", "enhance_style")
+    safety_checker = flag(body, "safety_checker")
     if safety_checker and not safety_checker_available:
         raise InvalidField(SAFETY_CHECKER_RULE, "safety_checker")
     fields: dict[str, Any] = {
@@ -86,14 +103,34 @@ def _number(body: dict[str, Any], field: str, default: float, kind: type[int] | 
     return kind(number)
 
 
-def _flag(body: dict[str, Any], field: str) -> bool:
-    """A boolean; ModelsLab clients also send "yes" / "no" (and the strings "true" / "false")."""
+def flag(body: dict[str, Any], field: str) -> bool:
+    """A flag as ModelsLab clients send it: true / false, "yes" / "no", "true" / "false", 1 / 0 (or "1" / "0");
+    absent or null is false."""
     value = body.get(field)
     if value is None or isinstance(value, bool):
         return bool(value)
-    if isinstance(value, str) and value.lower() in ("yes", "true", "no", "false"):
-        return value.lower() in ("yes", "true")
+    if isinstance(value, str):
+        value = value.strip().lower()
+    elif isinstance(value, int):
+        value = str(value)
+    if value in TRUE_WORDS or value in FALSE_WORDS:
+        return value in TRUE_WORDS
     raise InvalidField(f"{field} must be true or false", field)
+
+
+def _track_id(body: dict[str, Any]) -> str | int | None:
+    """The client's `track_id`: a string, or an integer (many clients send one), echoed back as it came."""
+    value = body.get("track_id")
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise InvalidField("track_id must be a string or an integer", "track_id")
+
+
+def webhook_track_id(body: dict[str, Any]) -> str | None:
+    """The track_id the webhook record carries (a string: logs, dead letters). An integer one is not carried there:
+    `render` echoes the client's own from the request, so the webhook gets it as an integer."""
+    value = _track_id(body)
+    return value if isinstance(value, str) else None
 
 
 def _side(body: dict[str, Any], field: str) -> int:
@@ -107,6 +144,8 @@ def _side(body: dict[str, Any], field: str) -> int:
 
 def meta(status: JobStatus) -> dict[str, Any]:
     spec = status.spec
+    asked = status.client_input or {}
+    notes = {"note": NOT_APPLIED_NOTE} if any(asked.get(name) is not None for name in NOT_APPLIED) else {}
     return {
         "prompt": spec.get("prompt"),
         "negative_prompt": spec.get("negative_prompt", ""),
@@ -118,13 +157,25 @@ def meta(status: JobStatus) -> dict[str, Any]:
         "seed": status.seeds[0] if status.seeds else spec.get("seed"),
         "safety_checker": "yes" if spec.get("safety_checker") else "no",
         "file_prefix": status.job_id,
+        "enhance_prompt": "no",  # what ran: the prompt as sent
+        "enhance_style": None,
+        **notes,
     }
 
 
 def render(
     status: JobStatus, urls: list[str], base64_images: list[str] | None, fetch_url: str, webhook: bool = False
 ) -> dict[str, Any]:
-    """The success / processing / error union for a job's current status (`webhook`: as a webhook names it)."""
+    """The success / processing / error union for a job's current status (`webhook`: as a webhook names it), with
+    the client's `track_id` as it sent it."""
+    body = _render(status, urls, base64_images, fetch_url, webhook)
+    track_id = (status.client_input or {}).get("track_id")
+    return body if track_id is None else {**body, "track_id": track_id}
+
+
+def _render(
+    status: JobStatus, urls: list[str], base64_images: list[str] | None, fetch_url: str, webhook: bool
+) -> dict[str, Any]:
     job_id = int(status.job_id) if status.job_id.isdigit() else status.job_id
     name = (WEBHOOK_STATUS if webhook else RESPONSE_STATUS)[status.state]
     if status.state is JobState.COMPLETED:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from contract.blobs import open_blob_store
@@ -108,7 +109,24 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=ROUTES,
-        middleware=[Middleware(MetricsMiddleware), Middleware(UnexpectedErrors)],
+        middleware=[cors(settings), Middleware(MetricsMiddleware), Middleware(UnexpectedErrors)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
+    )
+
+
+# Response headers a browser page may read: where a job is, how long to back off, Skidio's raw-image answer.
+EXPOSED_HEADERS = ("Location", "Retry-After", "X-Job-Id", "X-Image-Count")
+
+
+def cors(settings: Settings) -> Middleware:
+    """Browser pages on EASEL_CORS_ORIGINS may call every route: preflights are answered for any method and the
+    headers they ask for (Authorization, Content-Type, ...). Outermost, so error answers carry the headers too.
+    No credentials: keys travel in headers or bodies, never in cookies."""
+    return Middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=EXPOSED_HEADERS,
     )

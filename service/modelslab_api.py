@@ -33,7 +33,7 @@ async def text2img(request: Request) -> Response:
     body = await json_object(request)
     owner = app.keys.authenticate(request, body)
     fields = modelslab.job_fields(body, safety_checker_available=app.safety_checker)
-    webhook = await checked_webhook(app, body.get("webhook"), body.get("track_id"))
+    webhook = await checked_webhook(app, body.get("webhook"), modelslab.webhook_track_id(body))
     job = build_job(
         app,
         fields,
@@ -45,9 +45,9 @@ async def text2img(request: Request) -> Response:
         names=modelslab.FIELD_NAMES,
     )
     status = await enqueue(app, job)
-    if not body.get("instant_response"):
+    if not modelslab.flag(body, "instant_response"):
         status = await wait_terminal(app, status, RESPONSE_WINDOW_S)
-    return await _render(app, status, bool(body.get("base64")))
+    return await _render(app, status, modelslab.flag(body, "base64"))
 
 
 async def fetch(request: Request) -> Response:
@@ -55,4 +55,4 @@ async def fetch(request: Request) -> Response:
     body = await json_object(request)
     owner = app.keys.authenticate(request, body)
     status = await owned_status(app, request.path_params["job_id"], owner)
-    return await _render(app, status, bool((status.client_input or {}).get("base64")))
+    return await _render(app, status, modelslab.flag(status.client_input or {}, "base64"))

@@ -1,5 +1,8 @@
-"""Skidio Labs txt2img: POST /api/txt2img (answers with the image), POST /api/txt2img/async (a job id),
+"""Skidio Labs txt2img: POST /api/txt2img (answers with the images), POST /api/txt2img/async (a job id),
 and /api/txt2img/status (GET with query or body, or POST with body `{"input": {"api_key", "job_id"}}`).
+
+Answers are JSON (`dialects.skidio.render`); POST /api/txt2img answers the raw image instead to a client whose
+Accept header prefers `image/png`.
 
 Errors are rendered in Skidio's shape by `dialects.skidio.error_answer`.
 """
@@ -27,7 +30,7 @@ async def _submit(request: Request) -> tuple[AppState, JobStatus]:
     webhook = await checked_webhook(app, body.get("webhook"), None)
     job = build_job(
         app,
-        skidio.job_fields(body),
+        skidio.job_fields(body, app.catalog.models),
         owner,
         dialect="skidio",
         webhook=webhook,
@@ -42,12 +45,19 @@ async def txt2img(request: Request) -> Response:
     status = await wait_terminal(app, status, app.settings.sync_wait_s)
     if status.state is not JobState.COMPLETED:
         code = 202 if not status.is_terminal else 500
-        return JSONResponse(skidio.render(status, []), status_code=code)
-    if len(status.outputs) == 1:
-        output = status.outputs[0]
-        data = await app.blobs.get(output.key) or b""
-        return Response(data, media_type=output.content_type, headers={"X-Job-Id": status.job_id})
-    return JSONResponse({**skidio.render(status, []), "images_base64": await images_base64(app, status)})
+        return JSONResponse(await _render(app, status), status_code=code)
+    if skidio.wants_png(request.headers.get("accept", "")):
+        output = status.outputs[0]  # the first of several: the JSON answer has them all
+        headers = {"X-Job-Id": status.job_id, "X-Image-Count": str(len(status.outputs))}
+        return Response(await app.blobs.get(output.key) or b"", media_type=output.content_type, headers=headers)
+    return JSONResponse(await _render(app, status))
+
+
+async def _render(app: AppState, status: JobStatus) -> dict[str, Any]:
+    """The job's answer; the images (base64) once it completed."""
+    urls = file_urls(app.settings, status.job_id, len(status.outputs))
+    images = await images_base64(app, status) if status.state is JobState.COMPLETED else []
+    return skidio.render(status, urls, images)
 
 
 async def txt2img_async(request: Request) -> Response:
@@ -63,7 +73,7 @@ async def job_status(request: Request) -> Response:
     if not isinstance(job_id, str) or not job_id:
         raise InvalidField("is required", "input.job_id")
     status = await owned_status(app, job_id, owner, field="input.job_id")
-    return JSONResponse(skidio.render(status, file_urls(app.settings, status.job_id, len(status.outputs))))
+    return JSONResponse(await _render(app, status))
 
 
 async def _status_input(request: Request) -> dict[str, Any]:
