@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated, Any, Literal, get_args
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, model_validator
 
 from contract.errors import InvalidField
 from contract.samplers import SAMPLERS, SCHEDULES, UNSUPPORTED_SCHEDULES
@@ -28,6 +28,9 @@ MAX_ECHO_BYTES = 64 * 1024
 MAX_URL_LENGTH = 2083
 # The default work budget (EASEL_MAX_JOB_WORK): width × height × images × steps of a 1024² job, 4 images, 50 steps.
 DEFAULT_MAX_JOB_WORK = 1024 * 1024 * 4 * 50
+# The longest a job may run, and the longest it may live from submission (queue included), that a client may ask.
+MAX_EXECUTION_TIMEOUT_S = 3600
+MAX_TTL_S = 7 * 24 * 3600
 
 
 def _multiple_of_8(value: int) -> int:
@@ -64,6 +67,11 @@ EventName = Literal["queued", "started", "progress", "preview", "completed", "fa
 EchoedInput = Annotated[dict[str, Any], AfterValidator(_fits_echo_cap)]
 
 
+def _as_tuple(value: object) -> object:
+    # A JSON array is how a client sends it: taken even where the request is validated strictly (native).
+    return tuple(value) if isinstance(value, list) else value
+
+
 def _fits_once_encoded(url: HttpUrl) -> HttpUrl:
     # Else a URL accepted as sent could be refused when its record is read back.
     if len(str(url)) > MAX_URL_LENGTH:
@@ -78,7 +86,7 @@ class WebhookSpec(BaseModel):
 
     url: Annotated[HttpUrl, AfterValidator(_fits_once_encoded)]
     track_id: str | None = Field(default=None, max_length=256)
-    events: tuple[EventName, ...] = Field(
+    events: Annotated[tuple[EventName, ...], BeforeValidator(_as_tuple)] = Field(
         default=("completed", "failed", "cancelled", "timed_out"), max_length=len(get_args(EventName))
     )
 
@@ -88,7 +96,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    prompt: str = Field(min_length=1, max_length=4000)
+    prompt: str = Field(max_length=4000, description="may be empty, as in A1111")
     negative_prompt: str = Field(default="", max_length=4000)
     width: Side = 1024
     height: Side = 1024
@@ -112,8 +120,8 @@ class JobSpec(BaseModel):
     )
     output_format: Literal["png", "jpeg", "webp"] = "png"
     preview: bool = Field(default=False, description="emit preview events while denoising")
-    execution_timeout_s: float | None = Field(default=None, gt=0, le=3600)
-    ttl_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
+    execution_timeout_s: float | None = Field(default=None, gt=0, le=MAX_EXECUTION_TIMEOUT_S)
+    ttl_s: float | None = Field(default=None, gt=0, le=MAX_TTL_S)
 
     @model_validator(mode="before")
     @classmethod
@@ -179,3 +187,10 @@ def check_work_budget(spec: JobSpec, budget: int) -> None:
             f"= {work} exceeds the budget of {budget} (EASEL_MAX_JOB_WORK)",
             "budget",
         )
+
+
+def check_execution_timeout(spec: JobSpec, limit_s: float) -> None:
+    """InvalidField naming `execution_timeout_s` when the job asks to run longer than the runners allow
+    (EASEL_JOB_TIMEOUT_S): refused, never silently cut short."""
+    if spec.execution_timeout_s is not None and spec.execution_timeout_s > limit_s:
+        raise InvalidField(f"must be at most {limit_s:g} s (EASEL_JOB_TIMEOUT_S)", "execution_timeout_s")

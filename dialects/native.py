@@ -1,7 +1,8 @@
 """The native dialect: Easel's own JSON for a job status, as the /v1 API and native webhooks show it, and for
 errors: `{"error": {"code", "message", "field", "details"}}` with the status of the exception tree.
 
-A job's state is named as `JobState` names it (RunPod's names).
+A job's status is named as `JobState` names it (RunPod's names), under `status`; `state` carries the same value
+for clients of the previous release and goes away in the next one (deprecated).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def image_url(base_url: str, job_id: str, index: int) -> str:
 def render_status(status: JobStatus, base_url: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": status.job_id,
-        "state": status.state.value,
+        "status": status.state.value,
+        "state": status.state.value,  # deprecated alias of `status`, for one release
         "seq": status.seq,
         "created_at": status.created_at,
         "started_at": status.started_at,

@@ -5,6 +5,12 @@ Shapes, told apart by content:
 - `a1111`: the official A1111 worker's plain txt2img payload as `input`;
 - `public`: RunPod's public image endpoints (`prompt`, `num_inference_steps`, `guidance`, ...) (seed 003).
 
+Every shape may carry `input.track_id` (a string): it is taken out before the shape is read, and comes back in
+webhooks (top-level `track_id`, and in the echoed `input`). The endpoint id in `/v2/{endpoint_id}/...` is free;
+one that names a configured model is that model for requests that name none themselves (RunPod's public endpoints
+are named after their model). `policy.executionTimeout` and `policy.ttl` are milliseconds, refused by their own
+names when out of range, never cut short silently.
+
 A job's state is named as `JobState` names it: those are RunPod's names. Errors are `{"error": "<message>"}` with
 RunPod's codes: 400 (a 409 or 422 elsewhere), 401, 404, 429, 503, 500.
 """
@@ -13,7 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from contract.catalog import DEFAULT_MODEL
 from contract.errors import INTERNAL_MESSAGE, UNAVAILABLE_MESSAGE, ClientError, InvalidField, KafkaUnavailable
+from contract.job import MAX_EXECUTION_TIMEOUT_S, MAX_TTL_S
 from contract.states import JobState, JobStatus
 from dialects import a1111
 
@@ -27,6 +35,10 @@ _PUBLIC_KEYS = {"prompt", "negative_prompt", "width", "height", "num_inference_s
 _PUBLIC_NAMES = {"steps": "num_inference_steps"}
 # The A1111 worker's schema defaults (steps 20, sampler Euler a), not upstream A1111's.
 WORKER_DEFAULTS = {**a1111.TXT2IMG_DEFAULTS, "steps": 20, "sampler_index": "Euler a"}
+TRACK_ID = "track_id"
+MAX_TRACK_ID_LENGTH = 256
+# `lowPriority` only keeps RunPod from scaling workers up: Easel has no such thing, so it changes nothing here.
+_POLICY_KEYS = ("executionTimeout", "lowPriority", "ttl")
 
 
 def shape_of(job_input: dict[str, Any]) -> str:
@@ -36,12 +48,19 @@ def shape_of(job_input: dict[str, Any]) -> str:
 
 
 def job_fields(
-    body: dict[str, Any], model_names: tuple[str, ...], refiner_names: tuple[str, ...] = ()
+    body: dict[str, Any],
+    model_names: tuple[str, ...],
+    refiner_names: tuple[str, ...] = (),
+    endpoint_id: str = "",
+    max_execution_s: float = MAX_EXECUTION_TIMEOUT_S,
 ) -> tuple[dict[str, Any], str]:
-    """(JobSpec fields, shape) from a /run or /runsync body."""
-    job_input = body.get("input")
-    if not isinstance(job_input, dict):
-        raise InvalidField("is required and must be an object", "input")
+    """(JobSpec fields, shape) from a /run or /runsync body.
+
+    `max_execution_s`: the longest `policy.executionTimeout` the runners honour (EASEL_JOB_TIMEOUT_S).
+    """
+    job_input = _input(body)
+    track_id(body)  # refused here, by its name, before the shape's own fields
+    job_input = {k: v for k, v in job_input.items() if k != TRACK_ID}
     shape = shape_of(job_input)
     if shape == "a1111-api":
         fields = a1111.job_fields(_payload(job_input), model_names, WORKER_DEFAULTS, refiner_names)
@@ -49,8 +68,27 @@ def job_fields(
         fields = a1111.job_fields(job_input, model_names, WORKER_DEFAULTS, refiner_names)
     else:
         fields = _public_fields(job_input)
-    fields |= _policy(body.get("policy"))
+    if endpoint_id in model_names and fields.get("model", DEFAULT_MODEL) == DEFAULT_MODEL:
+        fields["model"] = endpoint_id
+    fields |= _policy(body.get("policy"), max_execution_s)
     return fields, shape
+
+
+def track_id(body: dict[str, Any]) -> str | None:
+    """`input.track_id`, the client's correlation id, in any shape."""
+    value = _input(body).get(TRACK_ID)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TRACK_ID_LENGTH:
+        raise InvalidField(f"must be a string of at most {MAX_TRACK_ID_LENGTH} characters", f"input.{TRACK_ID}")
+    return value
+
+
+def _input(body: dict[str, Any]) -> dict[str, Any]:
+    job_input = body.get("input")
+    if not isinstance(job_input, dict):
+        raise InvalidField("is required and must be an object", "input")
+    return job_input
 
 
 def field_names(shape: str) -> tuple[str, dict[str, str]]:
@@ -81,17 +119,23 @@ def _public_fields(job_input: dict[str, Any]) -> dict[str, Any]:
     return {to_job.get(k, k): v for k, v in job_input.items()}
 
 
-def _policy(policy: object) -> dict[str, Any]:
+def _policy(policy: object, max_execution_s: float) -> dict[str, Any]:
     if policy is None:
         return {}
     if not isinstance(policy, dict):
         raise InvalidField("must be an object", "policy")
+    if unknown := sorted(policy.keys() - set(_POLICY_KEYS)):
+        raise InvalidField(f"is not a known field; known: {', '.join(_POLICY_KEYS)}", f"policy.{unknown[0]}")
+    if not isinstance(policy.get("lowPriority", False), bool):
+        raise InvalidField("must be a boolean", "policy.lowPriority")
     fields: dict[str, Any] = {}
+    limits_ms = {"executionTimeout": min(MAX_EXECUTION_TIMEOUT_S, max_execution_s) * 1000, "ttl": MAX_TTL_S * 1000}
     for key, target in (("executionTimeout", "execution_timeout_s"), ("ttl", "ttl_s")):
         if key in policy:
             value = policy[key]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise InvalidField("must be a positive number of milliseconds", f"policy.{key}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= limits_ms[key]:
+                raise InvalidField(f"must be a number of milliseconds above 0 and at most {limits_ms[key]:.0f}",
+                                   f"policy.{key}")
             fields[target] = value / 1000
     return fields
 

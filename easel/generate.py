@@ -131,7 +131,9 @@ async def _follow(session: aiohttp.ClientSession, base_url: str, job_id: str, ba
         except aiohttp.ClientError:
             pass
         await asyncio.sleep(1.0)
-    raise Refused(f"lost the stream of job {job_id}; check it with GET {base_url}/v1/jobs/{job_id}")
+    job = await _request(session, "GET", f"{base_url}/v1/jobs/{job_id}")
+    raise Refused(f"lost the stream of job {job_id} ({job.get('status', 'status unknown')}); "
+                  f"check it with GET {base_url}/v1/jobs/{job_id}")
 
 
 def _show(bar: tqdm[Any], event: dict[str, Any]) -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import orjson
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from contract.errors import InvalidField
-from contract.job import Job, JobSpec, new_job_id
+from contract.job import Job, JobSpec, check_execution_timeout, new_job_id
 from dialects.native import job_url, render_status
-from service.errors import validated
+from service import cancels
+from service.errors import invalid_field
 from service.images import image_response
 from service.requests import bounded_float, json_object
 from service.state import AppState
-from service.submission import caught_up, enqueue, owned_status, request_cancel
+from service.submission import caught_up, enqueue, owned_status
 from service.webhooks import render_deliveries, vet_webhook
 
 SUBMIT_ONLY_FIELDS = ("key", "webhook", "track_id")
@@ -28,8 +30,10 @@ async def submit_job(request: Request) -> Response:
     if (server_field := next((name for name in body if name in SERVER_FIELDS), None)) is not None:
         raise InvalidField("is not a known field", server_field)
     fields = {name: value for name, value in body.items() if name not in SUBMIT_ONLY_FIELDS}
-    # Validated once, as the Job (the spec's fields first, so their problems are reported first).
-    job = validated(Job, {**fields, "id": new_job_id(), "owner": owner, "webhook": _webhook(body), "dialect": "native"})
+    # Validated once, as the Job (the spec's fields first, so their problems are reported first). Strictly: the
+    # native API is typed JSON, so `"steps": true` or `"width": "64"` is a client's mistake to report, not to guess.
+    job = _strict_job({**fields, "id": new_job_id(), "owner": owner, "webhook": _webhook(body), "dialect": "native"})
+    check_execution_timeout(job, app.settings.job_timeout_s)
     if (problem := app.catalog.problem(job)) is not None:  # model, refiner, safety checker: configured ones only
         field, rule = problem
         raise InvalidField(rule, field)
@@ -67,13 +71,20 @@ async def get_image(request: Request) -> Response:
 
 
 async def cancel_job(request: Request) -> Response:
-    """Ask the runners to stop the job. It ends CANCELLED unless it finished first."""
+    """Stop the job: a queued one ends CANCELLED at once, a running one at its next step (unless it finishes first)."""
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
     status = await owned_status(app, request.path_params["job_id"], owner)
     if not status.is_terminal:
-        await request_cancel(app, status.job_id)
+        status = await cancels.cancel(app, status)
     return JSONResponse(render_status(status, app.settings.base_url), status_code=202)
+
+
+def _strict_job(fields: dict[str, object]) -> Job:
+    try:
+        return Job.model_validate(fields, strict=True)
+    except ValidationError as exc:
+        raise invalid_field(exc) from None
 
 
 def _webhook(body: dict[str, object]) -> object:

@@ -1,11 +1,14 @@
 """RunPod serverless endpoints under /v2/{endpoint_id}/: run, runsync, status, stream, cancel, purge-queue, health.
 
+The endpoint id is free (any name the client likes); one that names a configured model is that model's endpoint.
+
 The `runpod` Python client works against these unchanged (RUNPOD_ENDPOINT_BASE_URL=<easel>/v2).
 Errors are rendered in RunPod's shape by `dialects.runpod.error_answer`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -18,6 +21,7 @@ from contract.lifecycle import RETRYABLE
 from contract.states import JobState, JobStatus
 from dialects import a1111, runpod
 from dialects.links import file_urls
+from service import cancels
 from service.requests import json_object
 from service.state import AppState
 from service.submission import (
@@ -27,11 +31,12 @@ from service.submission import (
     enqueue,
     images_base64,
     owned_status,
-    request_cancel,
     wait_terminal,
 )
+from service.workers import WorkerCensus
 
 MAX_WAIT_MS = 300_000
+CANCEL_WAIT_S = 5.0
 
 
 async def _output(app: AppState, status: JobStatus) -> Any | None:
@@ -49,9 +54,11 @@ async def _submit(request: Request, job_id: str | None = None) -> tuple[AppState
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
     body = await json_object(request)
-    fields, shape = runpod.job_fields(body, app.model_names, app.refiner_names)
-    # RunPod has no track_id field; a track_id inside `input` comes back because input is echoed.
-    webhook = await checked_webhook(app, body.get("webhook"), None)
+    fields, shape = runpod.job_fields(
+        body, app.model_names, app.refiner_names, request.path_params["endpoint_id"], app.settings.job_timeout_s
+    )
+    # RunPod has no track_id field: `input.track_id` comes back in webhooks, top-level and in the echoed input.
+    webhook = await checked_webhook(app, body.get("webhook"), runpod.track_id(body))
     prefix, names = runpod.field_names(shape)
     job = build_job(
         app, fields, owner, dialect="runpod", webhook=webhook, job_id=job_id, client_input=body["input"],
@@ -106,9 +113,9 @@ async def stream(request: Request) -> Response:
 async def cancel(request: Request) -> Response:
     app, job = await _owned(request)
     if not job.is_terminal:
-        await request_cancel(app, job.job_id)
-        # A running job stops at its next step; a queued one when a runner reaches it: report what is true.
-        job = await wait_terminal(app, job, 5.0)
+        job = await cancels.cancel(app, job)
+        # A queued job ended at once; a running one stops at its next step: report what is true.
+        job = await wait_terminal(app, job, CANCEL_WAIT_S)
     return JSONResponse({"id": job.job_id, "status": job.state.value})
 
 
@@ -127,11 +134,10 @@ async def retry(request: Request) -> Response:
 async def purge_queue(request: Request) -> Response:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    queued = app.kafka.view.queued(owner)
-    for job in queued:
-        await request_cancel(app, job.job_id)
-    # They end CANCELLED as runners reach them (in queue order, without generating anything).
-    return JSONResponse({"removed": len(queued), "status": "completed"})
+    queued = (await caught_up(app)).queued(owner)
+    ended = await asyncio.gather(*(cancels.cancel(app, job) for job in queued))
+    # Each queued job ended CANCELLED at once (service/cancels.py); one a runner started meanwhile is stopping.
+    return JSONResponse({"removed": sum(1 for job in ended if job.state is JobState.CANCELLED), "status": "completed"})
 
 
 async def health(request: Request) -> Response:
@@ -140,7 +146,7 @@ async def health(request: Request) -> Response:
     view = app.kafka.view
     mine = view.owned(owner)
     counts = Counter(s.state for s in mine)
-    running = {s.runner_id for s in view.running()}
+    workers = await _census(request).count(view)
     return JSONResponse({
         "jobs": {
             "completed": counts[JobState.COMPLETED],
@@ -149,5 +155,13 @@ async def health(request: Request) -> Response:
             "inQueue": counts[JobState.IN_QUEUE],
             "retried": sum(1 for s in mine if s.retries),
         },
-        "workers": {"idle": 0, "running": len(running)},
+        "workers": {"idle": workers.idle, "running": workers.running},
     })
+
+
+def _census(request: Request) -> WorkerCensus:
+    """The app's census, made on first use (its answer is cached between calls)."""
+    census: WorkerCensus | None = getattr(request.app.state, "worker_census", None)
+    if census is None:
+        census = request.app.state.worker_census = WorkerCensus(request.app.state.easel.settings)
+    return census

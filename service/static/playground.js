@@ -134,7 +134,7 @@ async function loadRecent() {
     li.dataset.jobId = job.id;
     const state = document.createElement("span");
     state.className = "state";
-    state.textContent = job.state;
+    state.textContent = job.status;
     li.append(state, `${job.prompt || ""} · ${job.id.slice(0, 8)}`);
     li.onclick = () => {
       if (job.outputs.length) showImage($("result"), job.outputs[0].url).catch(() => {});
