@@ -11,6 +11,8 @@ import json
 import time
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from contract.catalog import DEFAULT_MODEL, refiner_rule
 from contract.errors import (
     INTERNAL_MESSAGE,
@@ -27,48 +29,78 @@ from contract.infotext import infotext
 from contract.states import JobState, JobStatus
 from dialects.samplers import resolve
 
-# A1111's API defaults (modules/api/models.py, processing.py).
-TXT2IMG_DEFAULTS: dict[str, Any] = {
-    "prompt": "",
-    "negative_prompt": "",
-    "seed": -1,
-    "subseed": -1,
-    "subseed_strength": 0,
-    "sampler_name": None,
-    "sampler_index": "Euler",
-    "scheduler": None,
-    "batch_size": 1,
-    "n_iter": 1,
-    "steps": 50,
-    "cfg_scale": 7.0,
-    "width": 512,
-    "height": 512,
-    "restore_faces": False,
-    "tiling": False,
-    "enable_hr": False,
-    "override_settings": {},
-    "override_settings_restore_afterwards": True,
-    "refiner_checkpoint": None,
-    "refiner_switch_at": None,
-    "send_images": True,
-    "save_images": False,
-}
+# Upstream A1111's VAE for SDXL, which Easel's SDXL base carries built in: naming it changes nothing.
+_BUILT_IN_VAES = {"", "Automatic", "None", "sdxl_vae.safetensors", "sdxl_vae"}
+
+
+class Txt2ImgPayload(BaseModel):
+    """The txt2img body as A1111 declares it (modules/api/models.py, processing.py), with its defaults.
+
+    Pydantic's lax mode takes what A1111's pydantic takes: `"1"` for an integer, `"7.5"` for a number,
+    `"true"` for a flag. Fields Easel does not read (eta, s_churn, hr_* while enable_hr is off) pass through.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = ""
+    negative_prompt: str | None = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0
+    sampler_name: str | None = None
+    sampler_index: str | None = "Euler"
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool | None = False
+    tiling: bool | None = False
+    enable_hr: bool = False
+    override_settings: dict[str, Any] | None = Field(default_factory=dict)
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    script_name: str | None = None
+    script_args: list[Any] = Field(default_factory=list)
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    send_images: bool = True
+    save_images: bool = False
+
+
+TXT2IMG_DEFAULTS: dict[str, Any] = Txt2ImgPayload().model_dump()
 # The payload's names for job fields that A1111 names differently (job field → A1111's name).
 FIELD_NAMES = {"guidance": "cfg_scale", "sampler": "sampler_name", "schedule": "scheduler", "num_images": "batch_size",
                "model": "override_settings.sd_model_checkpoint"}
-# txt2img is synchronous: a job that did not complete is an error answer, with this status.
-_NOT_COMPLETED_STATUS = {JobState.FAILED: 500, JobState.CANCELLED: 409, JobState.TIMED_OUT: 409}
+# txt2img is synchronous: a job that did not complete is an error answer, with this status. A CANCELLED one was
+# interrupted (A1111's only way to stop a job): it answers 200 with what it has, as A1111 does.
+_NOT_COMPLETED_STATUS = {JobState.FAILED: 500, JobState.TIMED_OUT: 409}
 DID_NOT_FINISH_STATUS = 504
 # Features that would change the picture and that Easel does not do: refused, never ignored.
 _UNSUPPORTED = {
     "enable_hr": "hires fix is not supported",
     "restore_faces": "face restoration is not supported",
     "tiling": "tiling is not supported",
+    "subseed_strength": "variation seeds are not supported; use 0",
+    "styles": "saved prompt styles are not supported; put the style's text in the prompt",
+    "script_name": "scripts are not supported",
+    "alwayson_scripts": "extension scripts (ControlNet, ADetailer, ...) are not supported",
 }
 
 
-def with_defaults(payload: dict[str, Any], defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {**(defaults or TXT2IMG_DEFAULTS), **payload}
+def parse(payload: dict[str, Any], defaults: dict[str, Any] | None = None) -> Txt2ImgPayload:
+    """The payload with `defaults` (A1111's unless given) filled in; InvalidField for a wrong type."""
+    try:
+        return Txt2ImgPayload.model_validate({**(defaults or TXT2IMG_DEFAULTS), **payload})
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(part) for part in e["loc"]) or "body", "rule": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        raise InvalidField(details[0]["rule"], details[0]["field"], details=details) from None
 
 
 def job_fields(
@@ -81,57 +113,56 @@ def job_fields(
 
     `model_names` / `refiner_names`: what `sd_model_checkpoint` / `refiner_checkpoint` may name.
     """
-    p = with_defaults(payload, defaults)
+    p = parse(payload, defaults)
     for field, rule in _UNSUPPORTED.items():
-        if p.get(field):
+        if getattr(p, field):
             raise InvalidField(rule, field)
-    if p.get("subseed_strength"):
-        raise InvalidField("variation seeds are not supported; use 0", "subseed_strength")
-    refiner = p.get("refiner_checkpoint") or None
+    overrides = p.override_settings or {}
+    vae = overrides.get("sd_vae")
+    if vae is not None and vae not in _BUILT_IN_VAES:
+        raise InvalidField("only the model's own VAE is available: send \"Automatic\"", "override_settings.sd_vae")
+    refiner = p.refiner_checkpoint or None
     if refiner is not None and refiner not in refiner_names:
         raise UnknownName(refiner_rule(refiner_names), "refiner_checkpoint")
-    overrides = p.get("override_settings") or {}
-    if not isinstance(overrides, dict):
-        raise InvalidField("must be an object", "override_settings")
     checkpoint = overrides.get("sd_model_checkpoint")
     if checkpoint is not None and checkpoint not in model_names:
         raise UnknownName(f"must be one of: {', '.join(model_names)}", "override_settings.sd_model_checkpoint")
-    sampler, schedule = resolve(p.get("sampler_name") or p.get("sampler_index"), p.get("scheduler"))
-    images = _int(p, "batch_size") * _int(p, "n_iter")
+    sampler, schedule = resolve(p.sampler_name or p.sampler_index, p.scheduler)
+    images = p.batch_size * p.n_iter
     if not 1 <= images <= 4:
         raise InvalidField("batch_size × n_iter must be between 1 and 4", "batch_size")
     return {
-        "prompt": p["prompt"],
-        "negative_prompt": p.get("negative_prompt") or "",
-        "width": p["width"],
-        "height": p["height"],
-        "steps": p["steps"],
-        "guidance": p["cfg_scale"],
+        "prompt": p.prompt,
+        "negative_prompt": p.negative_prompt or "",
+        "width": p.width,
+        "height": p.height,
+        "steps": p.steps,
+        "guidance": p.cfg_scale,
         "sampler": sampler,
         "schedule": schedule,
-        "seed": p["seed"],
+        "seed": p.seed,
         "num_images": images,
         "model": checkpoint or DEFAULT_MODEL,
-    } | _refiner_fields(refiner, p.get("refiner_switch_at"))
+    } | _refiner_fields(refiner, p.refiner_switch_at)
 
 
-def _refiner_fields(refiner: str | None, switch_at: Any) -> dict[str, Any]:
+def _refiner_fields(refiner: str | None, switch_at: float | None) -> dict[str, Any]:
     """A1111 ignores `refiner_switch_at` without a refiner; with one, the contract defaults it to 0.8."""
     if refiner is None:
         return {}
     return {"refiner": refiner, "refiner_switch_at": switch_at}
 
 
-def _int(p: dict[str, Any], field: str) -> int:
-    value = p.get(field)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidField("must be an integer", field)
-    return value
+def model_name(spec: dict[str, Any], base_name: str) -> str:
+    """The model a job ran on, by its own name: the one it named, else the configured base's."""
+    named = spec.get("model")
+    return named if named and named != DEFAULT_MODEL else base_name
 
 
-def info(status: JobStatus, model: str = "default") -> str:
-    """The `info` JSON *string* with A1111's keys."""
+def info(status: JobStatus, base_name: str = DEFAULT_MODEL) -> str:
+    """The `info` JSON *string* with A1111's keys. `base_name`: the configured base model's name."""
     spec = status.spec
+    model = model_name(spec, base_name)
     seeds = status.seeds or [spec.get("seed") or -1]
     n = len(seeds)
     created = time.strftime("%Y%m%d%H%M%S", time.gmtime(status.created_at))
@@ -156,10 +187,12 @@ def info(status: JobStatus, model: str = "default") -> str:
             "face_restoration_model": None,
             "sd_model_name": model,
             "sd_model_hash": None,
+            "sd_vae_name": None,
+            "sd_vae_hash": None,
             "seed_resize_from_w": -1,
             "seed_resize_from_h": -1,
             "denoising_strength": 0,
-            "extra_generation_params": {"Schedule type": spec.get("schedule")},
+            "extra_generation_params": _extra_generation_params(spec),
             "index_of_first_image": 0,
             "infotexts": [infotext(spec, seed, model) for seed in seeds],
             "styles": [],
@@ -171,10 +204,19 @@ def info(status: JobStatus, model: str = "default") -> str:
     )
 
 
-def txt2img_answer(status: JobStatus, images_b64: list[str], payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _extra_generation_params(spec: dict[str, Any]) -> dict[str, Any]:
+    extra: dict[str, Any] = {"Schedule type": spec.get("schedule")}
+    if spec.get("refiner"):
+        extra |= {"Refiner": spec["refiner"], "Refiner switch at": spec.get("refiner_switch_at")}
+    return extra
+
+
+def txt2img_answer(
+    status: JobStatus, images_b64: list[str], payload: dict[str, Any], base_name: str = DEFAULT_MODEL
+) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of a synchronous txt2img once its job ended, or the wait for it did."""
-    if status.state is JobState.COMPLETED:
-        return 200, txt2img_response(status, images_b64, payload)
+    if status.state in (JobState.COMPLETED, JobState.CANCELLED):
+        return 200, txt2img_response(status, images_b64, payload, base_name)
     if not status.is_terminal:  # A1111 has no "come back later": say it did not finish
         return DID_NOT_FINISH_STATUS, _exception_body(
             status.state.value, f"job {status.job_id} did not finish in time; it is {status.state.value}"
@@ -183,8 +225,27 @@ def txt2img_answer(status: JobStatus, images_b64: list[str], payload: dict[str, 
     return _NOT_COMPLETED_STATUS[status.state], _exception_body(status.state.value, error)
 
 
-def txt2img_response(status: JobStatus, images_b64: list[str], payload: dict[str, Any]) -> dict[str, Any]:
-    return {"images": images_b64, "parameters": with_defaults(payload), "info": info(status)}
+def txt2img_response(
+    status: JobStatus, images_b64: list[str], payload: dict[str, Any], base_name: str = DEFAULT_MODEL
+) -> dict[str, Any]:
+    """`{images, parameters, info}`; `images` is empty when the payload says `send_images: false`."""
+    parameters = parameters_that_ran(status, payload)
+    images = images_b64 if parameters["send_images"] else []
+    return {"images": images, "parameters": parameters, "info": info(status, base_name)}
+
+
+def parameters_that_ran(status: JobStatus, payload: dict[str, Any]) -> dict[str, Any]:
+    """A1111's `parameters`: the request with its defaults filled in, where a default is what the job ran with
+    (the RunPod worker's steps 20, not upstream's 50), the client's own values kept as sent (coerced)."""
+    spec = status.spec
+    ran: dict[str, Any] = {"steps": spec.get("steps"), "cfg_scale": spec.get("guidance"),
+                           "width": spec.get("width"), "height": spec.get("height")}
+    if not (payload.get("sampler_name") or payload.get("sampler_index")):
+        ran["sampler_index"] = spec.get("sampler")
+    if not payload.get("scheduler") and spec.get("schedule"):
+        ran["scheduler"] = spec["schedule"]
+    given = parse(payload).model_dump()  # already validated once: cannot fail now
+    return given | {k: v for k, v in ran.items() if k not in payload and v is not None}
 
 
 def progress(status: JobStatus | None, current_image: str | None = None) -> dict[str, Any]:

@@ -24,13 +24,13 @@ from service.submission import build_job, enqueue, images_base64, request_cancel
 async def txt2img(request: Request) -> Response:
     app: AppState = request.app.state.easel
     payload = await json_object(request)
-    owner = app.keys.authenticate(request, payload)
+    owner = app.keys.authenticate(request, payload, basic=True)
     payload.pop("key", None)  # the key is never stored on Kafka nor echoed in `parameters`
     fields = a1111.job_fields(payload, app.model_names, refiner_names=app.refiner_names)
     job = build_job(app, fields, owner, dialect="a1111", client_input=payload, names=a1111.FIELD_NAMES)
     status = await enqueue(app, job)
     status = await wait_terminal(app, status, app.settings.job_timeout_s)
-    code, body = a1111.txt2img_answer(status, await images_base64(app, status), payload)
+    code, body = a1111.txt2img_answer(status, await images_base64(app, status), payload, app.catalog.model_name)
     return JSONResponse(body, status_code=code)
 
 
@@ -44,7 +44,7 @@ def _latest_of(app: AppState, owner: str) -> Any:
 
 async def progress(request: Request) -> Response:
     app: AppState = request.app.state.easel
-    owner = app.keys.authenticate(request)
+    owner = app.keys.authenticate(request, basic=True)
     status = _latest_of(app, owner)
     skip = request.query_params.get("skip_current_image", "false").lower() in ("1", "true")
     image = None
@@ -72,15 +72,16 @@ def _live_events(request: Request, job_id: str) -> tuple[Progress | None, str | 
 
 
 async def interrupt(request: Request) -> Response:
+    """Stop the key's running jobs; their txt2img calls answer 200 with what they have, as A1111's do."""
     app: AppState = request.app.state.easel
-    owner = app.keys.authenticate(request)
+    owner = app.keys.authenticate(request, basic=True)
     for status in app.kafka.view.running(owner):
         await request_cancel(app, status.job_id)
     return JSONResponse({})
 
 
 async def samplers(request: Request) -> Response:
-    request.app.state.easel.keys.authenticate(request)
+    request.app.state.easel.keys.authenticate(request, basic=True)
     return JSONResponse([
         {"name": s.name, "aliases": list(s.aliases),
          "options": {"scheduler": s.a1111_scheduler} if s.a1111_scheduler else {}}
@@ -89,7 +90,7 @@ async def samplers(request: Request) -> Response:
 
 
 async def schedulers(request: Request) -> Response:
-    request.app.state.easel.keys.authenticate(request)
+    request.app.state.easel.keys.authenticate(request, basic=True)
     return JSONResponse([
         {"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": s.default_rho,
          "need_inner_model": False}
@@ -99,7 +100,7 @@ async def schedulers(request: Request) -> Response:
 
 async def sd_models(request: Request) -> Response:
     app: AppState = request.app.state.easel
-    app.keys.authenticate(request)
+    app.keys.authenticate(request, basic=True)
     return JSONResponse([
         {"title": name, "model_name": name, "hash": None, "sha256": None, "filename": app.settings.model or name,
          "config": None}
@@ -109,9 +110,10 @@ async def sd_models(request: Request) -> Response:
 
 async def options(request: Request) -> Response:
     app: AppState = request.app.state.easel
-    app.keys.authenticate(request)
+    app.keys.authenticate(request, basic=True)
     return JSONResponse({
-        "sd_model_checkpoint": app.model_names[0],
+        "sd_model_checkpoint": app.catalog.model_name,
+        "sd_vae": "Automatic",
         "samples_format": "png",
         "enable_pnginfo": True,
         "live_previews_enable": False,
