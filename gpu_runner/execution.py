@@ -1,14 +1,17 @@
-"""Running one job: started → progress per step → images in the blob store → one terminal event."""
+"""Running a batch of jobs, each on its own: started → progress per step → images in the blob store → one
+terminal event. A job stopped mid-batch ends at once; the others go on."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from PIL import Image
 
 from contract.blobs import CONTENT_TYPES, BlobStore, image_key
 from contract.catalog import Catalog
@@ -18,7 +21,7 @@ from contract.infotext import infotext
 from contract.job import MAX_SEED, Job, JobSpec, check_work_budget
 from gpu_runner.cancellations import CancelWatcher
 from gpu_runner.encoding import encode_image
-from gpu_runner.pipeline import LatentsCallback, SDXLGenerator
+from gpu_runner.pipeline import BatchItem, LatentsCallback, SDXLGenerator, StepCallback
 from gpu_runner.previews import preview_event_data, preview_interval, wants_preview
 from producers.events import EventWriter
 
@@ -36,18 +39,20 @@ class JobStopped(Exception):
 
 @dataclass
 class JobTimings:
-    """Where one attempt's time went inside the runner, in seconds: the pipeline (with the safety checker), PNG or
-    JPEG encoding, blob writes, and waiting for Kafka to acknowledge the job's events (the outcome's transaction is
-    the runner's, after this). Logged once per job as `job timings`, in ms."""
+    """Where one attempt's time went inside the runner, in seconds: the pipeline (its batch's call, with the job's
+    safety check), PNG or JPEG encoding, blob writes, and waiting for Kafka to acknowledge the job's events (the
+    outcome's transaction is the runner's, after this). Logged once per job as `job timings`, in ms, with the
+    batch it ran in (`batch_id`, `batch_jobs`: how many jobs shared the pipeline call)."""
 
     pipe: float = 0.0
     encode: float = 0.0
     store: float = 0.0
     publish: float = 0.0
 
-    def log(self, outcome: EventType) -> None:
+    def log(self, outcome: EventType, **context: object) -> None:
+        """`context`: what else places the job (its batch)."""
         ms = {f"{name}_ms": round(seconds * 1000, 2) for name, seconds in vars(self).items()}
-        log.info("job timings", outcome=outcome, **ms)
+        log.info("job timings", outcome=outcome, **ms, **context)
 
 
 def choose_seeds(job: Job) -> list[int]:
@@ -58,6 +63,12 @@ def choose_seeds(job: Job) -> list[int]:
 
 
 class JobExecution:
+    """One job's part in a batch: its checks before it starts, its events, images, timings and terminal event.
+
+    `ended` resolves with the terminal event once it is emitted: a job stopped mid-batch ends at once, while
+    the batch goes on (its images are made with the others, then dropped).
+    """
+
     def __init__(
         self,
         job: Job,
@@ -82,64 +93,121 @@ class JobExecution:
         self.catalog = catalog or Catalog()
         self.max_job_work = max_job_work
         self.timings = JobTimings()
+        self.ended: asyncio.Future[EventType] = asyncio.get_running_loop().create_future()
+        self.seeds: list[int] = []
+        # Set on the generation thread when the job must stop; from then on it only rides along.
+        self.stopped: JobStopped | None = None
+        self._started = 0.0
 
-    async def run(self) -> EventType:
-        """Emit every event of one attempt at the job; return the terminal event emitted."""
+    async def begin(self) -> bool:
+        """Emit STARTED, or end the job before it starts; whether it goes on to generate."""
         if (stopped := self._stop_before_start()) is not None:
-            self.writer.emit(stopped.event, {"error": stopped.reason})
-            return stopped.event
+            self._end(stopped.event, {"error": stopped.reason})
+            return False
         self.writer.emit(EventType.STARTED, {"runner_id": self.runner_id})
         await self._flush()  # the crash cap counts attempts from STARTED statuses that landed
-        outcome = await self._generate()
+        self.seeds = choose_seeds(self.job)
+        return True
+
+    async def finish(self, batch_id: str, batch_jobs: int) -> EventType:
+        """Wait for the job's end; return its terminal event once everything before it is acknowledged."""
+        outcome = await self.ended
         await self._flush()  # progress and previews acknowledged before the runner writes the outcome
-        self.timings.log(outcome)
+        self.timings.log(outcome, batch_id=batch_id, batch_jobs=batch_jobs)
         return outcome
+
+    def on_step(self, step: int, total: int, started: float, loop: asyncio.AbstractEventLoop) -> None:
+        """In the generation thread, after each step of the batch: progress, then whether the job must stop."""
+        if self.stopped is not None:
+            return
+        elapsed = time.monotonic() - started
+        rate = step / elapsed if elapsed > 0 else 0.0
+        progress = {
+            "step": step,
+            "total": total,
+            "fraction": round(step / total, 4),
+            "elapsed_s": round(elapsed, 4),
+            "eta_s": round((total - step) / rate, 4) if rate else 0.0,
+            "it_per_s": round(rate, 3),
+        }
+        loop.call_soon_threadsafe(self.writer.emit, EventType.PROGRESS, progress)
+        if self.cancels.is_cancelled(self.job.id):
+            self.stopped = JobStopped(EventType.CANCELLED, "cancelled by request")
+        elif elapsed > self.timeout_s:
+            self.stopped = JobStopped(EventType.TIMED_OUT, f"execution exceeded {self.timeout_s:g} s")
+        if self.stopped is not None:
+            loop.call_soon_threadsafe(self.end_stopped)
+
+    def end_stopped(self) -> None:
+        """On the loop: end a job that was told to stop (once)."""
+        if self.stopped is not None:
+            self._end(self.stopped.event, {"error": self.stopped.reason})
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.ended.done():
+            log.error("generation failed", job_id=self.job.id, track_id=self.job.track_id, error=repr(exc)[:300])
+        self._end(EventType.FAILED, {"error": _short_reason(exc)})
+
+    def previews(self, loop: asyncio.AbstractEventLoop) -> LatentsCallback | None:
+        """The job's preview callback (its own images' latents), if it asked for previews."""
+        if not self.job.preview:
+            return None
+        interval = preview_interval(self.job.steps, self.preview_every)
+
+        def on_latents(step: int, total: int, latents: Any) -> None:  # runs in the generation thread
+            if self.stopped is None and wants_preview(step, total, interval):
+                data = preview_event_data(latents, step, total, self.job.width, self.job.height)
+                loop.call_soon_threadsafe(self.writer.emit, EventType.PREVIEW, data)
+
+        return on_latents
+
+    def encode(self, images: list[Image.Image]) -> list[tuple[dict[str, Any], bytes]]:
+        """In the generation thread: the job's images, safety-checked if asked, encoded, each with its output."""
+        job = self.job
+        nsfw = [False] * len(images)
+        if job.safety_checker:
+            checked_at = time.perf_counter()
+            images, nsfw = self.generator.check_safety(images)
+            self.timings.pipe += time.perf_counter() - checked_at
+        encode_started = time.perf_counter()
+        spec = job.model_dump(mode="json", include=set(JobSpec.model_fields))
+        encoded = []
+        for index, (image, seed, flagged) in enumerate(zip(images, self.seeds, nsfw, strict=True)):
+            output = {
+                "key": image_key(job.id, index, job.output_format),
+                "content_type": CONTENT_TYPES[job.output_format],
+                "width": image.width,
+                "height": image.height,
+                "seed": seed,
+                "nsfw": flagged,
+            }
+            parameters = infotext(spec, seed, self.catalog.model_name)
+            encoded.append((output, encode_image(image, job.output_format, parameters)))
+        self.timings.encode = time.perf_counter() - encode_started
+        return encoded
+
+    async def complete(self, encoded: list[tuple[dict[str, Any], bytes]]) -> None:
+        """Store the images and end the job COMPLETED (FAILED if the blob store fails)."""
+        try:
+            stored_at = time.perf_counter()
+            outputs = [await self._store(*image) for image in encoded]
+            self.timings.store = time.perf_counter() - stored_at
+        except Exception as exc:
+            log.exception("storing the images failed", job_id=self.job.id, track_id=self.job.track_id)
+            self.fail(exc)
+            return
+        nsfw = [bool(output["nsfw"]) for output in outputs]
+        self._end(EventType.COMPLETED, {"outputs": outputs, "seeds": self.seeds, "nsfw_content_detected": nsfw})
+
+    def _end(self, event: EventType, data: dict[str, Any]) -> None:
+        if not self.ended.done():
+            self.writer.emit(event, data)
+            self.ended.set_result(event)
 
     async def _flush(self) -> None:
         started = time.perf_counter()
         await self.writer.flush()
         self.timings.publish += time.perf_counter() - started
-
-    async def _generate(self) -> EventType:
-        """From STARTED: generate, encode and store the images; emit the terminal event."""
-        job = self.job
-        seeds = choose_seeds(job)
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-
-        def on_step(step: int, total: int) -> None:  # runs in the generation thread
-            elapsed = time.monotonic() - started
-            rate = step / elapsed if elapsed > 0 else 0.0
-            progress = {
-                "step": step,
-                "total": total,
-                "fraction": round(step / total, 4),
-                "elapsed_s": round(elapsed, 4),
-                "eta_s": round((total - step) / rate, 4) if rate else 0.0,
-                "it_per_s": round(rate, 3),
-            }
-            loop.call_soon_threadsafe(self.writer.emit, EventType.PROGRESS, progress)
-            if self.cancels.is_cancelled(job.id):
-                raise JobStopped(EventType.CANCELLED, "cancelled by request")
-            if elapsed > self.timeout_s:
-                raise JobStopped(EventType.TIMED_OUT, f"execution exceeded {self.timeout_s:g} s")
-
-        try:
-            on_latents = self._previews(loop) if job.preview else None
-            encoded = await self.generator.run_in_thread(self._generate_and_encode, seeds, on_step, on_latents)
-            stored_at = time.perf_counter()
-            outputs = [await self._store(*image) for image in encoded]
-            self.timings.store = time.perf_counter() - stored_at
-        except JobStopped as stop:
-            self.writer.emit(stop.event, {"error": stop.reason})
-            return stop.event
-        except Exception as exc:
-            log.exception("generation failed", job_id=job.id, track_id=job.track_id)
-            self.writer.emit(EventType.FAILED, {"error": _short_reason(exc)})
-            return EventType.FAILED
-        nsfw = [bool(output["nsfw"]) for output in outputs]
-        self.writer.emit(EventType.COMPLETED, {"outputs": outputs, "seeds": seeds, "nsfw_content_detected": nsfw})
-        return EventType.COMPLETED
 
     def _stop_before_start(self) -> JobStopped | None:
         job = self.job
@@ -159,47 +227,73 @@ class JobExecution:
             return JobStopped(EventType.FAILED, reason)
         return None
 
-    def _previews(self, loop: asyncio.AbstractEventLoop) -> LatentsCallback:
-        interval = preview_interval(self.job.steps, self.preview_every)
-
-        def on_latents(step: int, total: int, latents: Any) -> None:  # runs in the generation thread
-            if wants_preview(step, total, interval):
-                data = preview_event_data(latents, step, total, self.job.width, self.job.height)
-                loop.call_soon_threadsafe(self.writer.emit, EventType.PREVIEW, data)
-
-        return on_latents
-
-    def _generate_and_encode(
-        self, seeds: list[int], on_step: Any, on_latents: LatentsCallback | None = None
-    ) -> list[tuple[dict[str, Any], bytes]]:
-        """In the generation thread: the images, encoded, each with its output entry (stored on the loop)."""
-        job = self.job
-        started = time.perf_counter()
-        images = self.generator.generate(job, seeds, on_step, on_latents)
-        nsfw = [False] * len(images)
-        if job.safety_checker:
-            images, nsfw = self.generator.check_safety(images)
-        encode_started = time.perf_counter()
-        self.timings.pipe = encode_started - started
-        spec = job.model_dump(mode="json", include=set(JobSpec.model_fields))
-        encoded = []
-        for index, (image, seed, flagged) in enumerate(zip(images, seeds, nsfw, strict=True)):
-            output = {
-                "key": image_key(job.id, index, job.output_format),
-                "content_type": CONTENT_TYPES[job.output_format],
-                "width": image.width,
-                "height": image.height,
-                "seed": seed,
-                "nsfw": flagged,
-            }
-            parameters = infotext(spec, seed, self.catalog.model_name)
-            encoded.append((output, encode_image(image, job.output_format, parameters)))
-        self.timings.encode = time.perf_counter() - encode_started
-        return encoded
-
     async def _store(self, output: dict[str, Any], data: bytes) -> dict[str, Any]:
         await self.blobs.put(output["key"], data, output["content_type"])
         return output
+
+
+class BatchExecution:
+    """Jobs of one batch (gpu_runner/batching.py) through one pipeline call: each started, generated, stored and
+    ended on its own; `run` returns once every one has ended."""
+
+    def __init__(self, executions: list[JobExecution], generator: SDXLGenerator) -> None:
+        self.executions = executions
+        self.generator = generator
+        self.id = uuid.uuid4().hex[:12]
+
+    async def run(self) -> None:
+        try:
+            live = [execution for execution in self.executions if await execution.begin()]
+            if live:
+                await self._generate(live)
+        except Exception as exc:  # a bug: whatever has not ended fails, the runner goes on
+            log.exception("running a batch failed", batch_id=self.id)
+            for execution in self.executions:
+                execution.fail(exc)
+        finally:
+            for execution in self.executions:
+                execution.ended.cancel()  # only ones not ended (the runner is stopping): nobody waits for ever
+
+    async def _generate(self, live: list[JobExecution]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+
+        def on_step(step: int, total: int) -> None:  # runs in the generation thread
+            for execution in live:
+                execution.on_step(step, total, started, loop)
+            if all(execution.stopped is not None for execution in live):
+                raise JobStopped(EventType.CANCELLED, "every job of the batch stopped")  # no decode either
+
+        items = [BatchItem(execution.job, execution.seeds, execution.previews(loop)) for execution in live]
+        try:
+            encoded = await self.generator.run_in_thread(self._generate_and_encode, items, on_step, live)
+        except JobStopped:
+            for execution in live:
+                execution.end_stopped()
+            return
+        except Exception as exc:
+            log.exception("generation failed", batch_id=self.id, jobs=[execution.job.id for execution in live])
+            for execution in live:
+                execution.fail(exc)
+            return
+        for execution, images in zip(live, encoded, strict=True):
+            if images is None:
+                execution.end_stopped()
+            else:
+                await execution.complete(images)
+
+    def _generate_and_encode(
+        self, items: list[BatchItem], on_step: StepCallback, live: list[JobExecution]
+    ) -> list[list[tuple[dict[str, Any], bytes]] | None]:
+        """In the generation thread: each job's encoded images; None for a job that stopped (its images dropped)."""
+        started = time.perf_counter()
+        images = self.generator.generate_batch(items, on_step)
+        pipe = time.perf_counter() - started
+        encoded: list[list[tuple[dict[str, Any], bytes]] | None] = []
+        for execution, job_images in zip(live, images, strict=True):
+            execution.timings.pipe = pipe
+            encoded.append(None if execution.stopped is not None else execution.encode(job_images))
+        return encoded
 
 
 def _short_reason(exc: BaseException) -> str:

@@ -57,14 +57,19 @@ class Outcomes:
         record: ConsumerRecord[bytes, bytes],
         writes: Sequence[Write],
         before_commit: Callable[[], None] | None = None,
+        next_offset: int | None = None,
     ) -> None:
         """Write `writes` and move the group past `record` in one transaction: all becomes visible, or nothing.
+
+        `next_offset`: where the group's offset goes instead (default: just past `record`), so that a job of a
+        batch ending early does not move it past an earlier one still running.
 
         Waits (retrying) while Kafka is away. Raises RecordRejected when Kafka refused a write for good,
         Fenced when another runner took the partition; nothing was committed then. `before_commit` runs
         once the writes are acknowledged, just before the commit (the test-only fault hook).
         """
-        await self._until_kafka_answers(record, writes, before_commit)
+        offset = record.offset + 1 if next_offset is None else next_offset
+        await self._until_kafka_answers(record, writes, before_commit, offset)
 
     @retried(lambda exc: not isinstance(exc, KafkaUnavailable))
     async def _until_kafka_answers(
@@ -72,6 +77,7 @@ class Outcomes:
         record: ConsumerRecord[bytes, bytes],
         writes: Sequence[Write],
         before_commit: Callable[[], None] | None,
+        next_offset: int,
     ) -> None:
         tp = TopicPartition(record.topic, record.partition)
         producer = await self._producer(tp.partition)
@@ -81,7 +87,7 @@ class Outcomes:
             await asyncio.gather(*acks)
             if before_commit is not None:
                 before_commit()
-            await producer.send_offsets_to_transaction({tp: record.offset + 1}, self._group_id)
+            await producer.send_offsets_to_transaction({tp: next_offset}, self._group_id)
             await producer.commit_transaction()
         except Exception as exc:
             await self._discard(tp.partition)  # the next producer's start aborts what this one left open

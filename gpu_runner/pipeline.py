@@ -1,12 +1,14 @@
-"""Loading the SDXL pipeline and running one job through it, reporting every denoising step."""
+"""Loading the SDXL pipeline and running a batch of jobs (or one) through it, reporting every denoising step."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
@@ -25,9 +27,11 @@ from gpu_runner.steps import LatentsCallback, StepCallback, StepCounter, ensembl
 from gpu_runner.tiny_model import is_saved_pipeline, save_tiny_sdxl
 
 __all__ = [
+    "BatchItem",
     "LatentsCallback",
     "SDXLGenerator",
     "StepCallback",
+    "encode_prompts",
     "optimise_for_cuda",
     "pick_device",
     "pick_dtype",
@@ -108,7 +112,7 @@ def optimise_for_cuda(pipe: Pipeline, compile_unet: bool) -> None:
 
 
 class SDXLGenerator:
-    """One pipeline per process, one job at a time: schedulers are stateful.
+    """One pipeline per process, one call (one job, or a batch of compatible jobs) at a time: schedulers are stateful.
 
     Optionally an SDXL refiner (sharing the base's VAE and second text encoder, as the real pair
     does) and a safety checker, both loaded once at start.
@@ -211,32 +215,43 @@ class SDXLGenerator:
         """The job's images. Runs on the generator's thread whichever thread calls it (see __init__)."""
         return self.call(self._generate, job, seeds, on_step, on_latents)
 
+    def generate_batch(self, items: Sequence[BatchItem], on_step: StepCallback) -> list[list[Image.Image]]:
+        """Each item's images, out of one pipeline call (the items share their `batch_key`). `on_step` is called
+        once per step for the whole batch; each item's `on_latents` gets its own images' latents."""
+        return self.call(self._generate_batch, items, on_step)
+
     def _generate(
         self, job: Job, seeds: list[int], on_step: StepCallback, on_latents: LatentsCallback | None
     ) -> list[Image.Image]:
+        [images] = self._generate_batch([BatchItem(job, seeds, on_latents)], on_step)
+        return images
+
+    def _generate_batch(self, items: Sequence[BatchItem], on_step: StepCallback) -> list[list[Image.Image]]:
+        job = items[0].job  # what the call shares: every item has the same batch key
         pipe = self.pipe
         pipe.scheduler = build_scheduler(self._base_scheduler_config, job.sampler, job.schedule)
-        self._fit_decode(job.width * job.height, len(seeds))
-        # CPU generators: a seed gives the same initial noise on a CPU test box and on a GPU.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        self._fit_decode(job.width * job.height, sum(len(item.seeds) for item in items))
+        # CPU generators, one per image: a seed gives the same initial noise on a CPU test box and on a GPU, and
+        # whatever batch the image is part of.
+        generators = [torch.Generator("cpu").manual_seed(seed) for item in items for seed in item.seeds]
         common: dict[str, Any] = {
-            "prompt": job.prompt,
-            "negative_prompt": job.negative_prompt or None,
             "num_inference_steps": job.steps,
             "guidance_scale": job.guidance,
-            "num_images_per_prompt": len(seeds),
+            "num_images_per_prompt": 1,  # the embeddings hold one entry per image
             "generator": generators,
         }
+        on_latents = _sliced(items)
         if job.refiner is not None:
             split = self._ensemble_split(job)
             # A switch so late that the refiner gets no timestep leaves the whole schedule to the base (below).
             if split[1]:
-                return self._generate_ensemble(job, common, split, on_step, on_latents)
+                return _per_item(items, self._generate_ensemble(job, items, common, split, on_step, on_latents))
         counter = StepCounter(job.steps, on_step, on_latents)
         order = getattr(pipe.scheduler, "order", 1)
         callback = counter.phase(order, job.steps)
-        result = pipe(**common, width=job.width, height=job.height, callback_on_step_end=callback)
-        return list(result.images)
+        embeddings = _batched(pipe, items)
+        result = pipe(**common, **embeddings, width=job.width, height=job.height, callback_on_step_end=callback)
+        return _per_item(items, list(result.images))
 
     def _fit_decode(self, pixels: int, images: int) -> None:
         """Decode within DECODE_PIXELS_AT_ONCE: a large image in tiles, a large batch one image at a time.
@@ -272,6 +287,7 @@ class SDXLGenerator:
     def _generate_ensemble(
         self,
         job: Job,
+        items: Sequence[BatchItem],
         common: dict[str, Any],
         split: tuple[int, int],
         on_step: StepCallback,
@@ -286,6 +302,7 @@ class SDXLGenerator:
         counter = StepCounter(base_steps + refiner_steps, on_step, on_latents)
         latents = self.pipe(
             **common,
+            **_batched(self.pipe, items),
             width=job.width,
             height=job.height,
             denoising_end=job.refiner_switch_at,
@@ -295,8 +312,72 @@ class SDXLGenerator:
         # The same generators, the same number of steps: the refiner runs its share of one schedule.
         result = refiner(
             **common,
+            **_batched(refiner, items),  # the refiner's own text encoder(s)
             image=latents,
             denoising_start=job.refiner_switch_at,
             callback_on_step_end=counter.phase(order, refiner_steps),
         )
         return list(result.images)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One job's share of a pipeline call: its images' seeds, and where its previews' latents go."""
+
+    job: Job
+    seeds: list[int]
+    on_latents: LatentsCallback | None = None
+
+
+def encode_prompts(pipe: Pipeline, prompt: str, negative: str, images: int, guidance: float) -> dict[str, Any]:
+    """One prompt and its negative prompt as the pipeline's four embedding arguments, repeated for `images`.
+
+    The one place prompts become embeddings. An empty negative prompt is None to the pipeline: SDXL's base
+    then uses zeros, as it does for a job run alone.
+    """
+    cfg = guidance > 1 and pipe.unet.config.time_cond_proj_dim is None  # the pipeline's own rule
+    embeds, negative_embeds, pooled, negative_pooled = pipe.encode_prompt(
+        prompt=prompt,
+        device=pipe.device,
+        num_images_per_prompt=images,
+        do_classifier_free_guidance=cfg,
+        negative_prompt=negative or None,
+    )
+    return {
+        "prompt_embeds": embeds,
+        "negative_prompt_embeds": negative_embeds,
+        "pooled_prompt_embeds": pooled,
+        "negative_pooled_prompt_embeds": negative_pooled,
+    }
+
+
+def _batched(pipe: Pipeline, items: Sequence[BatchItem]) -> dict[str, Any]:
+    """Every item's prompts encoded on their own (as a job run alone), stacked in image order."""
+    encoded = [
+        encode_prompts(pipe, item.job.prompt, item.job.negative_prompt, len(item.seeds), item.job.guidance)
+        for item in items
+    ]
+    return {
+        name: None if encoded[0][name] is None else torch.cat([entry[name] for entry in encoded])
+        for name in encoded[0]
+    }
+
+
+def _sliced(items: Sequence[BatchItem]) -> LatentsCallback | None:
+    """The batch's latents callback: each item's own callback with its own images' latents."""
+    if all(item.on_latents is None for item in items):
+        return None
+
+    def on_latents(step: int, total: int, latents: torch.Tensor) -> None:
+        start = 0
+        for item in items:
+            if item.on_latents is not None:
+                item.on_latents(step, total, latents[start : start + len(item.seeds)])
+            start += len(item.seeds)
+
+    return on_latents
+
+
+def _per_item(items: Sequence[BatchItem], images: list[Image.Image]) -> list[list[Image.Image]]:
+    starts = list(itertools.accumulate((len(item.seeds) for item in items), initial=0))
+    return [images[start:stop] for start, stop in itertools.pairwise(starts)]

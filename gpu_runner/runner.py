@@ -28,8 +28,8 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable
-from typing import TypeAlias
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeAlias
 
 import orjson
 import structlog
@@ -50,8 +50,9 @@ from contract.serialization import decode, encode, key
 from contract.settings import Settings
 from contract.states import JobState, JobStatus
 from contract.topics import Topics, signed_by_api
+from gpu_runner.batching import BatchFill, OffsetLedger
 from gpu_runner.cancellations import CancelWatcher
-from gpu_runner.execution import JobExecution
+from gpu_runner.execution import BatchExecution, JobExecution
 from gpu_runner.outcomes import Fenced, Outcomes, Write
 from gpu_runner.pipeline import SDXLGenerator
 from producers import EventWriter, ensure_topics, open_producer
@@ -82,11 +83,16 @@ class Runner:
         # Clear while the group rebalances: nobody knows yet who holds which partition, so nothing commits.
         self._settled = asyncio.Event()
         self._revoked_partitions: Partitions = set()
-        # The request being handled and its job's id (None between jobs); the partition served last (the turn
-        # starts after it).
-        self._running: Record | None = None
-        self._running_job: str | None = None
+        # The batch's requests in hand (empty between batches) and the partitions of its jobs generating now; the
+        # partition served last (the turn starts after it); each partition's next request, read but not taken (it
+        # did not fit the batch); partitions lost during the batch (their other jobs commit nothing).
+        self._running: list[Record] = []
+        self._running_jobs: dict[str, TopicPartition] = {}
         self._last_served = TopicPartition("", -1)
+        self._lookahead: dict[TopicPartition, Record] = {}
+        self._lost: set[TopicPartition] = set()
+        self._ledger = OffsetLedger(())
+        self._committing = asyncio.Lock()  # one transaction at a time: a partition's offsets move in order
         self._assignor = sticky_assignor()
 
     async def run(self) -> None:
@@ -128,48 +134,127 @@ class Runner:
             await self.blobs.close()
 
     async def _consume_one(self, consumer: AIOKafkaConsumer) -> None:
-        record = await self._next_request(consumer)
-        if record is None:
+        records = await self._next_batch(consumer)
+        if not records:
             return
-        tp = TopicPartition(record.topic, record.partition)
-        self._running, self._last_served = record, tp
+        self._last_served = _partition_of(records[0])
         try:
-            await self._settle(consumer, tp, record)
+            await self._settle_batch(consumer, records)
         finally:
-            self._running = None
-            if tp not in consumer.assignment():  # it moved while the job ran: its producer is no use here
-                await self.outcomes.release([tp.partition])
+            self._running = []
+            self._lost.clear()
+            for tp in {_partition_of(record) for record in records}:
+                if tp not in consumer.assignment():  # it moved while the batch ran: its producer is no use here
+                    await self.outcomes.release([tp.partition])
+
+    async def _next_batch(self, consumer: AIOKafkaConsumer) -> list[Record]:
+        """The next request in turn, and the compatible ones that fill its batch (gpu_runner/batching.py): from
+        what is already read, or arrives within EASEL_BATCH_WINDOW_S. Incompatible heads wait in `_lookahead`."""
+        first = await self._next_request(consumer)
+        if first is None:
+            return []
+        self._running = [first]
+        job = _job_in(first)
+        if job is None or self.settings.batch_max_images <= 1:
+            return self._running
+        fill = BatchFill(job, self.settings.batch_max_images)
+        closed: set[TopicPartition] = set()
+        deadline = time.monotonic() + self.settings.batch_window_s
+        while not fill.is_full():
+            took = False
+            for tp in self._turn(consumer, after=_partition_of(first)):
+                if tp in closed or (record := await self._peek(consumer, tp)) is None:
+                    continue
+                candidate = _job_in(record)
+                if candidate is None or not fill.accepts(candidate):
+                    closed.add(tp)  # its head waits for a later batch; nothing behind it may go first
+                    continue
+                fill.add(candidate)
+                self._running.append(self._lookahead.pop(tp))
+                took = True
+                if fill.is_full():
+                    break
+            remaining = deadline - time.monotonic()
+            if not took and remaining <= 0:
+                break
+            if not took:
+                await self._read_ahead(consumer, closed, remaining)
+        return self._running
 
     async def _next_request(self, consumer: AIOKafkaConsumer) -> Record | None:
         """One request, from the partitions in turn after the one served last; waits up to a second for one."""
-        turn = sorted(consumer.assignment(), key=lambda tp: (tp <= self._last_served, tp))
-        for tp in turn:
-            if records := (await consumer.getmany(tp, timeout_ms=0, max_records=1)).get(tp):
-                return records[0]
+        for tp in self._turn(consumer, after=self._last_served):
+            if await self._peek(consumer, tp) is not None:
+                return self._lookahead.pop(tp)
         batches = await consumer.getmany(timeout_ms=1000, max_records=1)  # every one was empty: the first to fill
         return next((records[0] for records in batches.values() if records), None)
 
-    async def _settle(self, consumer: AIOKafkaConsumer, tp: TopicPartition, record: Record) -> None:
-        """Handle one request to its committed outcome, whatever happens short of cancellation."""
+    def _turn(self, consumer: AIOKafkaConsumer, after: TopicPartition) -> list[TopicPartition]:
+        return sorted(consumer.assignment(), key=lambda tp: (tp <= after, tp))
+
+    async def _peek(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> Record | None:
+        """The partition's next request, read already or now (without waiting); it stays in `_lookahead`."""
+        if tp not in self._lookahead and (records := (await consumer.getmany(tp, timeout_ms=0, max_records=1)).get(tp)):
+            self._lookahead[tp] = records[0]
+        return self._lookahead.get(tp)
+
+    async def _read_ahead(self, consumer: AIOKafkaConsumer, closed: set[TopicPartition], wait_s: float) -> None:
+        """Wait up to `wait_s` for a request on a partition whose next one is not read yet."""
+        open_partitions = [tp for tp in consumer.assignment() if tp not in closed and tp not in self._lookahead]
+        if not open_partitions:
+            await asyncio.sleep(wait_s)
+            return
+        batches = await consumer.getmany(*open_partitions, timeout_ms=int(wait_s * 1000), max_records=1)
+        for tp, records in batches.items():
+            if records:
+                self._lookahead[tp] = records[0]
+
+    async def _settle_batch(self, consumer: AIOKafkaConsumer, records: list[Record]) -> None:
+        """Handle a batch's requests, each to its committed outcome; a partition whose outcomes could not all be
+        committed is read again from its first such request (or from wherever a runner that took it over got)."""
+        self._ledger = OffsetLedger((_partition_of(record), record.offset) for record in records)
+        ready: list[tuple[Record, Job, JobStatus]] = []
+        for record in records:
+            await self._settle(record, self._prepare(record, ready))
+        await self._run_batch(ready)
+        unsettled = self._ledger.unsettled()
+        for tp, offset in unsettled.items():
+            assert isinstance(tp, TopicPartition)
+            if tp in consumer.assignment():  # ours again: read on from the group's offset, wherever its owner left it
+                consumer.seek(tp, await _group_offset(consumer, tp, offset))
+        if unsettled and not self._lost:
+            await asyncio.sleep(1)  # not fenced: Kafka refused even a failure; give it a moment
+
+    async def _settle(self, record: Record, handling: Coroutine[Any, Any, None]) -> None:
+        """Run `handling` for one request to its committed outcome, whatever happens short of cancellation."""
+        tp = _partition_of(record)
         try:
-            await self.handle(record)
+            await handling
         except (Fenced, PartitionMoved):
             log.warning("fenced: another runner took the partition; the job is theirs now", partition=tp.partition)
-            if tp in consumer.assignment():  # ours again: read on from the group's offset, wherever its owner left it
-                consumer.seek(tp, await _group_offset(consumer, tp, record.offset))
+            self._lose(tp)
         except Exception:
             log.exception("handling a request failed; failing its job", offset=record.offset)
             try:
                 await self._fail_unhandled(record)
+            except (Fenced, PartitionMoved):
+                self._lose(tp)
             except Exception:
-                # Never skipped: the next request's commit would move the offset past it. Read it again.
+                # Never skipped: a later commit would move the offset past it. Read it again (_settle_batch).
                 log.exception("could not fail it either; reading it again", offset=record.offset)
-                if tp in consumer.assignment():
-                    consumer.seek(tp, record.offset)
-                await asyncio.sleep(1)
 
-    async def handle(self, record: Record) -> None:
+    def _lose(self, tp: TopicPartition) -> None:
+        """The partition went to another runner: its jobs still running here stop and commit nothing."""
+        self._lost.add(tp)
+        for job_id, partition in self._running_jobs.items():
+            if partition == tp:
+                self.cancels.abandon(job_id)
+
+    async def _prepare(self, record: Record, ready: list[tuple[Record, Job, JobStatus]]) -> None:
+        """Settle a request that needs no generation; add one that does to `ready`."""
         # Before reading any state: this fences the partition's earlier owner and aborts what it left open.
+        if _partition_of(record) in self._lost:
+            raise PartitionMoved(f"partition {record.partition} went to another runner")
         await self.outcomes.claim(record.partition)
         try:
             job = decode(Job, record.value or b"")
@@ -188,35 +273,50 @@ class Runner:
             if status.state is JobState.IN_PROGRESS and status.attempt >= self.settings.max_job_attempts:
                 await self._fail(record, status, f"crashed the runner {status.attempt} times", dead_letter=True)
                 return
-            await self._run(record, job, status)
+            if not self._ours(record):  # it moved while we read its state: not ours to start
+                raise PartitionMoved(f"partition {record.partition} went to another runner")
+            ready.append((record, job, status))
 
-    async def _run(self, record: Record, job: Job, status: JobStatus) -> None:
-        if not self._ours(record):  # it moved while we read its state: not ours to start
-            raise PartitionMoved(f"partition {record.partition} went to another runner")
-        writer = EventWriter(self.producer, self.topics, status, status_interval_s=self.settings.status_interval_s)
-        self._running_job = job.id
-        try:
-            execution = JobExecution(
+    async def _run_batch(self, ready: list[tuple[Record, Job, JobStatus]]) -> None:
+        """The ready jobs through one pipeline call; each commits its outcome as soon as it ends."""
+        if not ready:
+            return
+        executions = []
+        for record, job, status in ready:
+            writer = EventWriter(self.producer, self.topics, status, status_interval_s=self.settings.status_interval_s)
+            executions.append(JobExecution(
                 job, writer, self.generator, self.blobs, self.cancels, self.runner_id, self.settings.job_timeout_s,
                 preview_every=self.settings.preview_every, catalog=self.catalog,
                 max_job_work=self.settings.max_job_work,
-            )
-            await execution.run()
-            await writer.flush()  # every status before the outcome's: the state topic keeps the last one
-        finally:
-            self._running_job = None
-            self.cancels.forget_abandoned(job.id)
-            await writer.close()
-        assert writer.outcome is not None, "a job execution ends with a terminal event"
-        event, final = writer.outcome
-        hook = _exit_hard if self.settings.fault_after_terminal_status else None
-        try:
-            await self._commit(record, [self._status_write(final), self._event_write(event)], hook)
-        except RecordRejected as exc:
-            log.warning("the job's outcome was refused; failing the job", error=str(exc))
-            await self._fail(record, writer.before_outcome, "its outcome could not be stored", dead_letter=True)
-            return
-        log.info("job finished", outcome=event.type, seq=event.seq)
+            ))
+            self._running_jobs[job.id] = _partition_of(record)
+        batch = BatchExecution(executions, self.generator)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(batch.run())
+            for (record, _, _), execution in zip(ready, executions, strict=True):
+                tasks.create_task(self._settle(record, self._conclude(record, execution, batch)))
+
+    async def _conclude(self, record: Record, execution: JobExecution, batch: BatchExecution) -> None:
+        """Once the job ended: commit its outcome."""
+        job, writer = execution.job, execution.writer
+        with structlog.contextvars.bound_contextvars(job_id=job.id, track_id=job.track_id):
+            try:
+                await execution.finish(batch.id, len(batch.executions))
+                await writer.flush()  # every status before the outcome's: the state topic keeps the last one
+            finally:
+                self._running_jobs.pop(job.id, None)
+                self.cancels.forget_abandoned(job.id)
+                await writer.close()
+            assert writer.outcome is not None, "a job execution ends with a terminal event"
+            event, final = writer.outcome
+            hook = _exit_hard if self.settings.fault_after_terminal_status else None
+            try:
+                await self._commit(record, [self._status_write(final), self._event_write(event)], hook)
+            except RecordRejected as exc:
+                log.warning("the job's outcome was refused; failing the job", error=str(exc))
+                await self._fail(record, writer.before_outcome, "its outcome could not be stored", dead_letter=True)
+                return
+            log.info("job finished", outcome=event.type, seq=event.seq)
 
     async def _fail(self, record: Record, status: JobStatus, reason: str, *, dead_letter: bool) -> None:
         """End the job FAILED with `reason` (its request dead-lettered if asked), and commit past it.
@@ -276,14 +376,19 @@ class Runner:
     async def _commit(
         self, record: Record, writes: list[Write], before_commit: Callable[[], None] | None = None
     ) -> None:
-        """Commit the request's outcome once the group is settled and only while its partition is still ours.
+        """Commit the request's outcome once the group is settled and only while its partition is still ours. The
+        group's offset moves past it only as far as its batch allows: never past a request still in hand.
 
         Raises PartitionMoved (nothing written) when a rebalance gave the partition to another runner.
         """
-        await self._settled.wait()
-        if not self._ours(record):
-            raise PartitionMoved(f"partition {record.partition} went to another runner")
-        await self.outcomes.commit(record, writes, before_commit)
+        tp = _partition_of(record)
+        async with self._committing:
+            await self._settled.wait()
+            if tp in self._lost or not self._ours(record):
+                raise PartitionMoved(f"partition {record.partition} went to another runner")
+            next_offset = self._ledger.next_offset(tp, record.offset)
+            await self.outcomes.commit(record, writes, before_commit, next_offset=next_offset)
+            self._ledger.settle(tp, record.offset)
 
     def _ours(self, record: Record) -> bool:
         return TopicPartition(record.topic, record.partition) in self.consumer.assignment()
@@ -298,29 +403,31 @@ class Runner:
         """Return at once, so the group is not held up: the running job goes on, but commits nothing until
         the new assignment says whether its partition is still ours (see _on_assigned).
 
-        While a job runs, this member tells the group it holds only that job's partition: the sticky
-        assignment then keeps it here, and only idle partitions move (a runner joining takes no running job).
+        While a batch runs, this member tells the group it holds only its jobs' partitions: the sticky
+        assignment then keeps them here, and only idle partitions move (a runner joining takes no running job).
         """
         self._settled.clear()
         self._revoked_partitions = revoked
-        if (running := self._running) is not None:
-            self._assignor.member_assignment = [TopicPartition(running.topic, running.partition)]
+        self._lookahead.clear()  # a partition's position goes back to the group's offset: read it again from there
+        if self._running:
+            self._assignor.member_assignment = sorted({_partition_of(record) for record in self._running})
 
     async def _on_assigned(self, assigned: Partitions) -> None:
         log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
         self._assigned.set()
         note_generation(self.consumer, self._assignor)
-        running = self._running
-        running_tp = None if running is None else TopicPartition(running.topic, running.partition)
+        self._lookahead.clear()
+        # Where each partition of the batch in hand goes on from: past the batch's last request of it.
+        resume = {_partition_of(record): record.offset + 1 for record in sorted(self._running, key=lambda r: r.offset)}
         try:
-            if running is not None and running_tp in assigned:
-                # The group's offset is still before the running job, and the consumer went back to it: go past it.
-                self.consumer.seek(running_tp, running.offset + 1)
-            elif running is not None:
-                log.info("rebalance: the running job's partition went to another runner; stopping it here")
-                if self._running_job is not None:
-                    self.cancels.abandon(self._running_job)
-            gone = self._revoked_partitions - assigned - {running_tp}  # a committing job's producer is left to it
+            for tp, offset in resume.items():
+                if tp in assigned:
+                    # The group's offset is still before the batch's jobs, and the consumer went back to it.
+                    self.consumer.seek(tp, offset)
+                else:
+                    log.info("rebalance: a running job's partition went to another runner; stopping it here")
+                    self._lose(tp)
+            gone = self._revoked_partitions - assigned - set(resume)  # a committing job's producer is left to it
             await self.outcomes.release(tp.partition for tp in gone)
         finally:
             self._settled.set()  # whatever failed above, a commit must not wait for ever
@@ -356,6 +463,18 @@ async def _group_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, fallback
         log.warning("could not read the group's offset; reading the request again", error=repr(exc)[:200])
         return fallback
     return fallback if committed is None else int(committed)
+
+
+def _partition_of(record: Record) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
+
+
+def _job_in(record: Record) -> Job | None:
+    """The job a request holds, for batching; None for one that is not a valid job (it runs alone)."""
+    try:
+        return decode(Job, record.value or b"")
+    except (ValidationError, ValueError):
+        return None
 
 
 def _exit_hard() -> None:
