@@ -62,7 +62,8 @@ def _fits_echo_cap(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Side = Annotated[int, Field(ge=64, le=2048), AfterValidator(_multiple_of_8)]
+# The custom validators word the errors; `json_schema_extra` puts the same rules in the published schema.
+Side = Annotated[int, Field(ge=64, le=2048, json_schema_extra={"multipleOf": 8}), AfterValidator(_multiple_of_8)]
 EventName = Literal["queued", "started", "progress", "preview", "completed", "failed", "cancelled", "timed_out"]
 EchoedInput = Annotated[dict[str, Any], AfterValidator(_fits_echo_cap)]
 
@@ -102,8 +103,12 @@ class JobSpec(BaseModel):
     height: Side = 1024
     steps: int = Field(default=30, ge=1, le=150)
     guidance: float = Field(default=5.0, ge=0.0, le=30.0)
-    sampler: Annotated[str, AfterValidator(_known_sampler)] = "Euler"
-    schedule: Annotated[str, AfterValidator(_known_schedule)] = "automatic"
+    sampler: Annotated[str, AfterValidator(_known_sampler)] = Field(
+        default="Euler", json_schema_extra={"enum": list(SAMPLERS)}
+    )
+    schedule: Annotated[str, AfterValidator(_known_schedule)] = Field(
+        default="automatic", json_schema_extra={"enum": list(SCHEDULES)}
+    )
     seed: int | None = Field(default=None, ge=-1, le=MAX_SEED, description="null or -1: random")
     num_images: int = Field(default=1, ge=1, le=4)
     model: str = Field(default="default", max_length=200)
