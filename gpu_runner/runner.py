@@ -12,12 +12,16 @@ cancellation ends the consume loop: a write Kafka refuses for good fails the job
 handling it, and while Kafka is away the runner waits and retries. Generation runs in a worker
 thread, so the consumer keeps heartbeating through long jobs.
 
-Fairness: one job at a time, from the runner's partitions in turn, so one partition's backlog never
-holds back the others. Rebalances: the running job keeps going while the group rebalances (no
-member waits for it), and the sticky assignment keeps its partition here where balance allows (a
-runner joining takes idle partitions). If its partition comes back here, the job finishes and commits
-as usual; if it went to another runner, the job stops at its next step and writes no outcome: the new
-owner runs it again (attempt + 1).
+Fairness and batching: the first job of each batch comes from the runner's partitions in turn, so one
+partition's backlog never holds back the others; compatible jobs at the partitions' heads (taken in
+the same turn) fill the batch up to EASEL_BATCH_MAX_IMAGES images (gpu_runner/batching.py), from what
+is already read or arrives within EASEL_BATCH_WINDOW_S. The batch's jobs share one pipeline call and
+end on their own; a partition's offset commits in order, never past a job still running.
+Rebalances: the running batch keeps going while the group rebalances (no member waits for it), and
+the sticky assignment keeps its partitions here where balance allows (a runner joining takes idle
+partitions). If a partition comes back here, its jobs finish and commit as usual; if it went to
+another runner, they stop at their next step and write no outcome: the new owner runs them again
+(attempt + 1).
 """
 
 from __future__ import annotations
