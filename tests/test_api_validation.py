@@ -26,7 +26,7 @@ def error_of(response: httpx.Response) -> dict[str, object]:
         ({"width": "wide"}, "width", "valid integer"),
         ({"steps": 0}, "steps", "greater than or equal to 1"),
         ({"steps": 1000}, "steps", "less than or equal to 150"),
-        ({"prompt": ""}, "prompt", "at least 1 character"),
+        ({"prompt": "x" * 4001}, "prompt", "at most 4000 characters"),
         ({"prompt": None}, "prompt", "valid string"),
         ({"guidance": -1}, "guidance", "greater than or equal to 0"),
         ({"num_images": 9}, "num_images", "less than or equal to 4"),
