@@ -6,11 +6,14 @@ import base64
 import io
 import json
 import time
+from pathlib import Path
 
 import httpx
 from PIL import Image
 
+from easel.local_kafka import LocalKafka
 from tests.processes import Stack
+from tests.sdxl_named_stack import sdxl_named_stack
 
 SMALL = {"width": 64, "height": 64}
 
@@ -159,7 +162,10 @@ def test_runpod_a1111_worker_shape_answers_images_parameters_and_info(stack: Sta
     assert output["parameters"]["sampler_name"] == "DPM++ 2M Karras"
 
 
-def test_runpod_seed_001_example_verbatim_is_refused_naming_what_is_missing(stack: Stack) -> None:
+def test_runpod_seed_001_example_verbatim_answers_the_a1111_envelope(
+    kafka: LocalKafka, tiny_model: str, tmp_path: Path
+) -> None:
+    """On a stack serving the base as sd_xl_base_1.0 and a refiner as sd_xl_refiner_1.0, as the demo does."""
     seed_001 = {
         "input": {
             "api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"},
@@ -183,9 +189,30 @@ def test_runpod_seed_001_example_verbatim_is_refused_naming_what_is_missing(stac
             },
         }
     }
-    answer = httpx.post(f"{stack.base_url}/v2/ep/run", json=seed_001, headers={"Authorization": f"Bearer {stack.key}"})
-    assert answer.status_code == 400
-    assert answer.json() == {"error": "refiner_checkpoint: no refiner is configured"}
+    with sdxl_named_stack(kafka.bootstrap, tmp_path, "seed-001") as stack:
+        headers = {"Authorization": f"Bearer {stack.key}"}
+        queued = httpx.post(f"{stack.base_url}/v2/ep/run", json=seed_001, headers=headers)
+        assert queued.status_code == 200 and set(queued.json()) == {"id", "status"}, queued.text
+        assert queued.json()["status"] == "IN_QUEUE"
+        cancel_natively(stack, queued.json()["id"])  # minutes on a CPU: /runsync below runs the seed to the end
+
+        answer = httpx.post(f"{stack.base_url}/v2/ep/runsync", json=seed_001, headers=headers, timeout=100).json()
+        assert answer["id"].startswith("sync-") and answer["status"] in ("IN_QUEUE", "IN_PROGRESS", "COMPLETED")
+        deadline = time.monotonic() + 900
+        while answer["status"] != "COMPLETED":  # not done in /runsync's 90 s: poll /status, as RunPod clients do
+            assert answer["status"] in ("IN_QUEUE", "IN_PROGRESS") and time.monotonic() < deadline, answer
+            time.sleep(1)
+            answer = httpx.get(f"{stack.base_url}/v2/ep/status/{answer['id']}", headers=headers).json()
+        assert {"delayTime", "executionTime", "id", "output", "status"} <= set(answer)
+        output = answer["output"]
+        assert set(output) == {"images", "parameters", "info"}
+        [image] = output["images"]
+        assert png_size(base64.b64decode(image)) == (1024, 1024)
+        assert output["parameters"]["refiner_checkpoint"] == "sd_xl_refiner_1.0"
+        assert output["parameters"]["steps"] == 30 and output["parameters"]["sampler_name"] == "DPM++ SDE"
+        info = json.loads(output["info"])
+        assert info["steps"] == 30 and info["width"] == 1024 and info["all_seeds"] == [info["seed"]]
+        assert "Refiner: sd_xl_refiner_1.0" in info["infotexts"][0]
 
 
 def test_runpod_errors_health_and_purge(stack: Stack) -> None:
@@ -262,8 +289,8 @@ def test_skidio_seed_example_async_answers_a_job_id_and_status_works(stack: Stac
 def test_skidio_sync_answers_with_the_image(stack: Stack) -> None:
     body = {"input": {"api_key": stack.key}, "prompt": "a fox", **SMALL, "steps": 3, "seed": 42}
     answer = httpx.post(f"{stack.base_url}/api/txt2img", json=body, timeout=100)
-    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
-    assert png_size(answer.content) == (64, 64)
+    assert answer.status_code == 200 and answer.json()["seeds"] == [42]
+    assert png_size(base64.b64decode(answer.json()["images"][0])) == (64, 64)
     bad = httpx.post(f"{stack.base_url}/api/txt2img", json={"input": {"api_key": "nope"}, "prompt": "x"})
     assert bad.status_code == 401 and bad.json()["error"].startswith("input.api_key")
 

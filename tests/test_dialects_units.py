@@ -189,7 +189,7 @@ def test_skidio_maps_fields_and_refuses_unknown_models() -> None:
     body = {"input": {"api_key": "k"}, "prompt": "p", "batch_size": 2, "guidance_scale": 3.5, "steps": 6, "seed": 42}
     assert skidio.api_key(body) == "k"
     assert skidio.job_fields(body) == {"prompt": "p", "steps": 6, "seed": 42, "num_images": 2, "guidance": 3.5}
-    with pytest.raises(InvalidField, match="model: must be one of: sdxl"):
+    with pytest.raises(InvalidField, match="model: must be one of: sdxl, default"):
         skidio.job_fields({**body, "model": "flux-dev"})
 
 
