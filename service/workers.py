@@ -64,14 +64,15 @@ class WorkerCensus:
             **client_security(self._settings),
         )
         try:
-            async with asyncio.timeout(ASK_TIMEOUT_S):
-                await admin.start()
-                responses = await admin.describe_consumer_groups([self._group])
+            async with asyncio.timeout(ASK_TIMEOUT_S):  # closing included: /health waits for none of it longer
+                try:
+                    await admin.start()
+                    responses = await admin.describe_consumer_groups([self._group])
+                finally:
+                    await admin.close()
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("could not describe the runners' group; counting from the state view", error=repr(exc))
             return None
-        finally:
-            await admin.close()
         # DescribeGroupsResponse: groups of (error_code, group_id, state, protocol_type, protocol, members, ...),
         # members of (member_id, client_id, ...).
         return [

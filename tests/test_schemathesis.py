@@ -20,15 +20,14 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 from schemathesis.core.result import Ok
 from schemathesis.generation.case import Case
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.schemas import APIOperation
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from easel.local_kafka import LocalKafka
-from tests.conftest import HOME
-from tests.processes import Stack, make_stack
+from tests.processes import HOME, Stack, make_stack
 
 Operation = APIOperation[Any, Any, Any, Any]
 WEBSOCKET_PATHS = ["/v1/stream", "/v1/jobs/{job_id}/stream"]
