@@ -52,7 +52,7 @@ def test_health_counts_the_runner_idle_then_running(endpoint: runpod.Endpoint) -
     try:
         assert _until(lambda: endpoint.health(timeout=30)["workers"] == {"idle": 0, "running": 1})
     finally:
-        job.cancel()
+        job.cancel(timeout=30)
 
 
 async def test_health_falls_back_to_the_view_when_the_broker_cannot_be_asked() -> None:
@@ -71,7 +71,7 @@ def test_purge_queue_ends_queued_jobs_cancelled_at_once(endpoint: runpod.Endpoin
         assert [job.status() for job in queued] == ["CANCELLED", "CANCELLED"]  # at once, not when a runner gets there
         assert running.status() == "IN_PROGRESS"  # purge-queue leaves running jobs be
     finally:
-        running.cancel()
+        running.cancel(timeout=30)
     assert _until(lambda: running.status() == "CANCELLED")
     # The runner reaches the purged requests and only repeats their outcome: they stay CANCELLED, nothing ran.
     time.sleep(1)
