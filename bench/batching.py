@@ -35,7 +35,7 @@ from producers import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 HOME = REPO / ".easel"
-BURST = 32
+BURST = int(os.environ.get("BENCH_BURST", "32"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))  # per mode
 MODES = {"off": 1, "on": 4}  # EASEL_BATCH_MAX_IMAGES
 SPEC = {"width": 256, "height": 256, "steps": 8}
@@ -111,30 +111,15 @@ def latencies(values: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": round(percentile(values, q) * 1000, 1) for q in (50, 90, 99)}
 
 
-async def main() -> None:
+def main() -> None:
     resolve_model("", HOME)  # built once, before two runners would race to build it
     broker = LocalKafka(HOME, port=39192, controller_port=39193)
     shutil.rmtree(broker.data_dir, ignore_errors=True)
-    broker.start()
+    broker.start()  # outside any event loop: it runs its own
     workdir = Path(tempfile.mkdtemp(prefix="easel-bench-batching-"))
-    lanes = {name: Lane(name, max_images, broker.bootstrap, workdir) for name, max_images in MODES.items()}
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, linger_ms=5)
     try:
-        await producer.start()
-        for lane in lanes.values():
-            await lane.start()
-            await lane.burst(producer, 8)  # warm-up: first jobs, first batches
-        seconds: dict[str, list[float]] = {name: [] for name in lanes}
-        latency: dict[str, list[float]] = {name: [] for name in lanes}
-        for _ in range(ROUNDS):
-            for name, lane in lanes.items():
-                took, each = await lane.burst(producer, BURST)
-                seconds[name].append(took)
-                latency[name].extend(each)
+        seconds, latency = asyncio.run(measure(broker.bootstrap, workdir))
     finally:
-        await producer.stop()
-        for lane in lanes.values():
-            await lane.stop()
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     rate = {name: BURST * len(runs) / sum(runs) for name, runs in seconds.items()}
@@ -151,5 +136,28 @@ async def main() -> None:
     })
 
 
+async def measure(bootstrap: str, workdir: Path) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per mode: each round's seconds, and every job's latency."""
+    lanes = {name: Lane(name, max_images, bootstrap, workdir) for name, max_images in MODES.items()}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+    seconds: dict[str, list[float]] = {name: [] for name in lanes}
+    latency: dict[str, list[float]] = {name: [] for name in lanes}
+    try:
+        await producer.start()
+        for lane in lanes.values():
+            await lane.start()
+            await lane.burst(producer, 8)  # warm-up: first jobs, first batches
+        for _ in range(ROUNDS):
+            for name, lane in lanes.items():
+                took, each = await lane.burst(producer, BURST)
+                seconds[name].append(took)
+                latency[name].extend(each)
+    finally:
+        await producer.stop()
+        for lane in lanes.values():
+            await lane.stop()
+    return seconds, latency
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
