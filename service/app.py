@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> Starlette:
         await kafka.start(wait_s=STARTUP_WAIT_S)
         app.state.easel = AppState(
             settings=settings,
-            keys=ApiKeys(settings.all_keys),
+            keys=ApiKeys(settings.all_keys, basic_users=settings.a1111_auth),
             kafka=kafka,
             blobs=open_blob_store(settings),
             catalog=Catalog.from_settings(settings),

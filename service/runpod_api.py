@@ -48,7 +48,7 @@ async def _output(app: AppState, status: JobStatus) -> Any | None:
     if shape == "public":
         return runpod.public_output(file_urls(app.settings, status.job_id, len(status.outputs)))
     payload = job_input.get("payload", {}) if shape == "a1111-api" else job_input
-    return a1111.txt2img_response(status, await images_base64(app, status), payload)
+    return a1111.txt2img_response(status, await images_base64(app, status), payload, app.catalog.model_name)
 
 
 async def _submit(request: Request, job_id: str | None = None) -> tuple[AppState, JobStatus]:
