@@ -21,6 +21,7 @@ from PIL import Image
 from contract.errors import SettingsError
 from contract.job import Job, new_job_id
 from contract.settings import Settings
+from gpu_runner import prompts
 from gpu_runner.safety import SafetyChecker
 from gpu_runner.samplers import build_scheduler
 from gpu_runner.steps import LatentsCallback, StepCallback, StepCounter, ensemble_split, user_steps
@@ -31,7 +32,6 @@ __all__ = [
     "LatentsCallback",
     "SDXLGenerator",
     "StepCallback",
-    "encode_prompts",
     "optimise_for_cuda",
     "pick_device",
     "pick_dtype",
@@ -329,38 +329,14 @@ class BatchItem:
     on_latents: LatentsCallback | None = None
 
 
-def encode_prompts(pipe: Pipeline, prompt: str, negative: str, images: int, guidance: float) -> dict[str, Any]:
-    """One prompt and its negative prompt as the pipeline's four embedding arguments, repeated for `images`.
-
-    The one place prompts become embeddings. An empty negative prompt is None to the pipeline: SDXL's base
-    then uses zeros, as it does for a job run alone.
-    """
-    cfg = guidance > 1 and pipe.unet.config.time_cond_proj_dim is None  # the pipeline's own rule
-    embeds, negative_embeds, pooled, negative_pooled = pipe.encode_prompt(
-        prompt=prompt,
-        device=pipe.device,
-        num_images_per_prompt=images,
-        do_classifier_free_guidance=cfg,
-        negative_prompt=negative or None,
-    )
-    return {
-        "prompt_embeds": embeds,
-        "negative_prompt_embeds": negative_embeds,
-        "pooled_prompt_embeds": pooled,
-        "negative_pooled_prompt_embeds": negative_pooled,
-    }
-
-
 def _batched(pipe: Pipeline, items: Sequence[BatchItem]) -> dict[str, Any]:
-    """Every item's prompts encoded on their own (as a job run alone), stacked in image order."""
+    """Every item's prompts encoded on their own (as a job run alone, A1111 weighting included), stacked in image
+    order, long prompts' extra 77-token chunks padded across the batch."""
     encoded = [
-        encode_prompts(pipe, item.job.prompt, item.job.negative_prompt, len(item.seeds), item.job.guidance)
+        prompts.encode_prompts(pipe, item.job.prompt, item.job.negative_prompt, len(item.seeds), item.job.guidance)
         for item in items
     ]
-    return {
-        name: None if encoded[0][name] is None else torch.cat([entry[name] for entry in encoded])
-        for name in encoded[0]
-    }
+    return prompts.stack(pipe, encoded)
 
 
 def _sliced(items: Sequence[BatchItem]) -> LatentsCallback | None:

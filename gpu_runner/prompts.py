@@ -6,8 +6,8 @@ A1111 reader, so `parse_weights` reads A1111's grammar into (text, weight) fragm
 fragments: its own parser never sees the text. Prompts longer than CLIP's 77 tokens are encoded in 77-token chunks
 (A1111 does the same), and a prompt and its negative are padded to the same length.
 
-`encode_prompts` has the signature and the answer of `gpu_runner.pipeline.encode_prompts`: the base pipeline (both
-text encoders) and the refiner (text_encoder_2 only) take it alike.
+`encode_prompts` is the one place the runner (`gpu_runner.pipeline`) turns prompts into embeddings: the base
+pipeline (both text encoders) and the refiner (text_encoder_2 only) take it alike.
 """
 
 from __future__ import annotations
