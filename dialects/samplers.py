@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from contract.errors import InvalidField, UnknownName
-from contract.samplers import SAMPLERS, SCHEDULES, Sampler, find_sampler, find_schedule, schedule_keys
+from contract.samplers import (
+    REFUSED_SAMPLERS,
+    SAMPLERS,
+    SCHEDULES,
+    Sampler,
+    find_sampler,
+    find_schedule,
+    schedule_keys,
+)
 
 
 def resolve(sampler: str | None, scheduler: str | None, default: str = "Euler") -> tuple[str, str]:
@@ -20,7 +28,9 @@ def resolve(sampler: str | None, scheduler: str | None, default: str = "Euler") 
         if schedule == "automatic":  # an explicit scheduler wins over the name's suffix
             schedule = suffix_schedule
     if found is None:
-        raise UnknownName(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}", "sampler_name")
+        why = REFUSED_SAMPLERS.get(name)
+        problem = f"sampler {name!r} is not available: {why}" if why else f"unknown sampler {name!r}"
+        raise UnknownName(f"{problem}; valid: {', '.join(SAMPLERS)}", "sampler_name")
     return found.name, schedule
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
+import torch
 from diffusers import EulerDiscreteScheduler
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -39,14 +41,41 @@ def _accepts(sampler: str) -> set[str]:
     return set(inspect.signature(scheduler_class(sampler).__init__).parameters)
 
 
+def _timesteps(cls: Any, steps: int, **options: Any) -> list[int]:
+    scheduler = cls.from_config(BASE_CONFIG, **options)
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def _spaces_by_option(sampler: str) -> bool:
+    """From diffusers itself: whether the class's timesteps follow `timestep_spacing` (LCM takes it, unused)."""
+    cls = scheduler_class(sampler)
+    return _timesteps(cls, 7, timestep_spacing="leading") != _timesteps(cls, 7, timestep_spacing="trailing")
+
+
 def _can_honour(sampler: str, schedule: str) -> bool:
     """From diffusers itself: the class takes every sigma option, and spaces timesteps as the schedule asks."""
     entry, options = SAMPLER_INFO[sampler], resolve_schedule(sampler, schedule).options
-    accepted = _accepts(sampler)
-    sigmas_ok = all(key in accepted for key in options if key != "timestep_spacing")
+    sigma_options = {key: value for key, value in options.items() if key != "timestep_spacing"}
+    if not set(sigma_options) <= _accepts(sampler):
+        return False
     spacing = options.get("timestep_spacing")
-    spacing_ok = "timestep_spacing" in accepted or spacing in (None, entry.fixed_spacing)
-    return sigmas_ok and spacing_ok
+    if spacing in (None, entry.fixed_spacing):
+        return True
+    if entry.fixed_spacing is None:
+        return _spaces_by_option(sampler)
+    # Another spacing than the class's own: fine only where the sigma option alone sets the noise levels.
+    return bool(sigma_options) and _same_sigmas(sampler, options)
+
+
+def _same_sigmas(sampler: str, options: Mapping[str, Any]) -> bool:
+    """The class's noise levels are Euler's under the same options (Euler honours every one of them)."""
+    entry = SAMPLER_INFO[sampler]
+    own = scheduler_class(sampler).from_config(BASE_CONFIG, **entry.config, **options)
+    reference = EulerDiscreteScheduler.from_config(BASE_CONFIG, **options)
+    for scheduler in (own, reference):
+        scheduler.set_timesteps(7)
+    return torch.allclose(own.sigmas[:7].float(), reference.sigmas[:7].float(), rtol=1e-3)
 
 
 @pytest.mark.parametrize(("sampler", "schedule"), PAIRS)
@@ -78,7 +107,23 @@ def test_each_sampler_can_run_its_default_schedule(sampler: str) -> None:
     entry = SAMPLER_INFO[sampler]
     assert entry.default_schedule in SCHEDULES
     assert entry.default_schedule not in entry.unsupported_schedules
-    assert ("timestep_spacing" not in _accepts(sampler)) == (entry.fixed_spacing is not None)
+    assert _spaces_by_option(sampler) == (entry.fixed_spacing is None)
+
+
+@pytest.mark.parametrize("sampler", [s.name for s in SAMPLER_INFO.values() if s.fixed_spacing])
+@pytest.mark.parametrize("steps", [1, 3, 4, 7, 10, 30])
+def test_a_fixed_spacing_is_the_one_the_class_really_uses(sampler: str, steps: int) -> None:
+    """Within LCM's 50-step grid (20 timesteps) of Euler's spacing of that name, and closer to it than to any other."""
+    entry = SAMPLER_INFO[sampler]
+    own = _timesteps(scheduler_class(sampler), steps)
+    spacings = {s: _timesteps(EulerDiscreteScheduler, steps, timestep_spacing=s) for s in ("linspace", "trailing")}
+
+    def distance(spacing: str) -> int:
+        return max(abs(a - b) for a, b in zip(own, spacings[spacing], strict=True))
+
+    assert entry.fixed_spacing is not None
+    assert distance(entry.fixed_spacing) < 20
+    assert all(distance(entry.fixed_spacing) <= distance(other) for other in spacings)
 
 
 def test_dpmpp_sde_defaults_to_karras_as_a1111_does() -> None:
@@ -118,6 +163,7 @@ def test_every_a1111_alias_and_spelling_maps_to_its_entry() -> None:
         ("k_dpmpp_2m_sde Exponential", ("DPM++ 2M SDE", "exponential")),
         ("Euler SGMUniform", ("Euler", "sgm_uniform")),
         ("Euler SGM Uniform", ("Euler", "sgm_uniform")),
+        ("DPM++ 2M SDE Heun Karras", ("DPM++ 2M SDE Heun", "karras")),
     ],
 )
 def test_legacy_combined_names_split_into_sampler_and_schedule(name: str, expected: tuple[str, str]) -> None:
@@ -141,7 +187,7 @@ def test_easel_generate_offers_exactly_the_registry() -> None:
 
 
 class _Keys:
-    def authenticate(self, request: object, payload: object = None) -> str:
+    def authenticate(self, request: object, payload: object = None, *, basic: bool = False) -> str:
         return "owner"
 
 
@@ -167,6 +213,9 @@ def test_the_a1111_sampler_listing_is_the_registry(a1111: TestClient) -> None:
     assert by_name["DPM++ 2M SDE"]["options"] == {"scheduler": "exponential"}
     assert by_name["Euler a"]["options"] == {}
     assert by_name["DDIM"]["options"] == {}
+    assert by_name["DPM++ 2M SDE Heun"]["options"] == {"scheduler": "exponential"}
+    assert by_name["PLMS"]["options"] == {}
+    assert by_name["LCM"]["options"] == {"scheduler": "sgm_uniform"}  # what diffusers' LCM spacing is
 
 
 def test_the_a1111_scheduler_listing_is_the_registry(a1111: TestClient) -> None:
