@@ -82,6 +82,8 @@ def terminal_event(status: JobStatus) -> Event:
         }
     else:
         data = {"error": status.error or event_type.value}
+        if status.outputs:  # a job a client stopped, with what it had made by then
+            data |= {"outputs": [output.model_dump(mode="json") for output in status.outputs], "seeds": status.seeds}
     ts = status.finished_at or status.updated_at
     return Event(job_id=status.job_id, seq=status.seq, type=event_type, ts=ts, data=data)
 
@@ -118,7 +120,8 @@ def advance(status: JobStatus, event: Event) -> JobStatus:
         }
     elif event.type is EventType.PROGRESS:
         changes["progress"] = Progress.model_validate(event.data)
-    elif event.type is EventType.COMPLETED:
+    elif event.type is EventType.COMPLETED or (event.type is EventType.CANCELLED and "outputs" in event.data):
+        # A cancelled job may carry the images it had when it stopped (A1111's interrupt answers them).
         changes["outputs"] = [Output.model_validate(o) for o in event.data["outputs"]]
         changes["seeds"] = list(event.data.get("seeds", []))
     if event.type.is_terminal:

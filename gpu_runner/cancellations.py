@@ -27,6 +27,10 @@ class CancelWatcher:
         # Read from the generation thread: a set lookup is atomic.
         return job_id in self._cancelled or job_id in self._abandoned
 
+    def requested(self, job_id: str) -> bool:
+        """A client asked to stop it (an abandoned job was not cancelled: it writes no outcome here)."""
+        return job_id in self._cancelled and job_id not in self._abandoned
+
     def abandon(self, job_id: str) -> None:
         """Stop the job here: its new runner runs it again. The runner writes no outcome for what stopped."""
         self._abandoned.add(job_id)

@@ -98,6 +98,10 @@ class JobExecution:
         # Set on the generation thread when the job must stop; from then on it only rides along.
         self.stopped: JobStopped | None = None
         self._started = 0.0
+        self._latents: Any = None  # its images' latents at the latest step
+        # A job a client stopped (A1111 /interrupt, any cancel) ends with what it had: its latents then, decoded.
+        self._partial: list[tuple[dict[str, Any], bytes]] = []
+        self._ending: asyncio.Task[None] | None = None
 
     async def begin(self) -> bool:
         """Emit STARTED, or end the job before it starts; whether it goes on to generate."""
@@ -133,29 +137,59 @@ class JobExecution:
         loop.call_soon_threadsafe(self.writer.emit, EventType.PROGRESS, progress)
         if self.cancels.is_cancelled(self.job.id):
             self.stopped = JobStopped(EventType.CANCELLED, "cancelled by request")
+            if self.cancels.requested(self.job.id):
+                self._partial = self._partial_images()
         elif elapsed > self.timeout_s:
             self.stopped = JobStopped(EventType.TIMED_OUT, f"execution exceeded {self.timeout_s:g} s")
         if self.stopped is not None:
             loop.call_soon_threadsafe(self.end_stopped)
 
     def end_stopped(self) -> None:
-        """On the loop: end a job that was told to stop (once)."""
-        if self.stopped is not None:
+        """On the loop: end a job that was told to stop (once), with its partial images if it has some."""
+        if self.stopped is None or self.ended.done() or self._ending is not None:
+            return
+        if self._partial:
+            self._ending = asyncio.create_task(self._end_with_partial(self.stopped))
+        else:
             self._end(self.stopped.event, {"error": self.stopped.reason})
+
+    async def stopping(self) -> None:
+        """Until a stopped job has ended (storing its partial images first)."""
+        if self._ending is not None:
+            await self._ending
+
+    def _partial_images(self) -> list[tuple[dict[str, Any], bytes]]:
+        """In the generation thread, as the job stops: its latest latents decoded and encoded (A1111 answers an
+        interrupted txt2img with them). Nothing when that fails: the job still ends, without images."""
+        if self._latents is None:
+            return []
+        try:
+            return self.encode(self.generator.decode(self._latents))
+        except Exception:
+            log.exception("decoding an interrupted job's images failed", job_id=self.job.id, track_id=self.job.track_id)
+            return []
+
+    async def _end_with_partial(self, stopped: JobStopped) -> None:
+        data: dict[str, Any] = {"error": stopped.reason}
+        try:
+            data |= {"outputs": [await self._store(*image) for image in self._partial], "seeds": self.seeds}
+        except Exception:
+            log.exception("storing an interrupted job's images failed", job_id=self.job.id, track_id=self.job.track_id)
+        self._end(stopped.event, data)
 
     def fail(self, exc: BaseException) -> None:
         if not self.ended.done():
             log.error("generation failed", job_id=self.job.id, track_id=self.job.track_id, error=repr(exc)[:300])
         self._end(EventType.FAILED, {"error": _short_reason(exc)})
 
-    def previews(self, loop: asyncio.AbstractEventLoop) -> LatentsCallback | None:
-        """The job's preview callback (its own images' latents), if it asked for previews."""
-        if not self.job.preview:
-            return None
+    def latents_callback(self, loop: asyncio.AbstractEventLoop) -> LatentsCallback:
+        """Its own images' latents at each step: kept (for a partial image), and previewed if it asked."""
         interval = preview_interval(self.job.steps, self.preview_every)
 
         def on_latents(step: int, total: int, latents: Any) -> None:  # runs in the generation thread
-            if self.stopped is None and wants_preview(step, total, interval):
+            if self.stopped is None:
+                self._latents = latents  # a reference: the pipeline makes new latents each step
+            if self.job.preview and self.stopped is None and wants_preview(step, total, interval):
                 data = preview_event_data(latents, step, total, self.job.width, self.job.height)
                 loop.call_soon_threadsafe(self.writer.emit, EventType.PREVIEW, data)
 
@@ -246,6 +280,8 @@ class BatchExecution:
             live = [execution for execution in self.executions if await execution.begin()]
             if live:
                 await self._generate(live)
+                for execution in live:
+                    await execution.stopping()  # a stopped job storing its partial images ends after that
         except Exception as exc:  # a bug: whatever has not ended fails, the runner goes on
             log.exception("running a batch failed", batch_id=self.id)
             for execution in self.executions:
@@ -264,7 +300,7 @@ class BatchExecution:
             if all(execution.stopped is not None for execution in live):
                 raise JobStopped(EventType.CANCELLED, "every job of the batch stopped")  # no decode either
 
-        items = [BatchItem(execution.job, execution.seeds, execution.previews(loop)) for execution in live]
+        items = [BatchItem(execution.job, execution.seeds, execution.latents_callback(loop)) for execution in live]
         try:
             encoded = await self.generator.run_in_thread(self._generate_and_encode, items, on_step, live)
         except JobStopped:

@@ -253,6 +253,27 @@ class SDXLGenerator:
         result = pipe(**common, **embeddings, width=job.width, height=job.height, callback_on_step_end=callback)
         return _per_item(items, list(result.images))
 
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Latents (of the base or the refiner: they share the VAE) as images, the way the pipeline decodes its
+        last step; on the generator's thread. What an interrupted job returns, as A1111 does."""
+        return self.call(self._decode, latents)
+
+    def _decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        vae = self.pipe.vae
+        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+        latents = latents.to(vae.device, vae.dtype)
+        if mean is not None and std is not None:
+            shape = (1, len(mean), 1, 1)
+            mean_t = torch.tensor(mean).view(shape).to(latents)
+            std_t = torch.tensor(std).view(shape).to(latents)
+            latents = latents * std_t / vae.config.scaling_factor + mean_t
+        else:
+            latents = latents / vae.config.scaling_factor
+        with torch.no_grad():
+            pixels = vae.decode(latents, return_dict=False)[0]
+        images: list[Image.Image] = self.pipe.image_processor.postprocess(pixels, output_type="pil")
+        return images
+
     def _fit_decode(self, pixels: int, images: int) -> None:
         """Decode within DECODE_PIXELS_AT_ONCE: a large image in tiles, a large batch one image at a time.
 

@@ -62,9 +62,10 @@ class StepCounter:
             step = offset + min(math.ceil((index + 1) / order), steps)
             if step != self.reported:
                 self.reported = step
-                self.on_step(step, self.total)
+                # Latents first: a job told to stop at this step keeps this step's latents (its partial image).
                 if self.on_latents is not None:
                     self.on_latents(step, self.total, kwargs["latents"])
+                self.on_step(step, self.total)
             return kwargs
 
         return step_end

@@ -6,7 +6,7 @@ import io
 import time
 
 import httpx
-from PIL import Image
+from PIL import Image, ImageChops
 
 from contract.events import EventType
 from contract.topics import Topics
@@ -67,8 +67,10 @@ def test_same_seed_same_image_and_random_seed_is_recorded(client: httpx.Client, 
     images = []
     for job_id in (first, second):
         done = wait_terminal(client, job_id)
-        images.append(client.get(done["outputs"][0]["url"]).content)
-    assert images[0] == images[1]
+        images.append(Image.open(io.BytesIO(client.get(done["outputs"][0]["url"]).content)).convert("RGB"))
+    # The same picture; not always the same bytes: a job batched with others (EASEL_BATCH_MAX_IMAGES) runs through
+    # batched arithmetic, a few levels per pixel apart at most, as A1111's images differ across batch sizes.
+    assert max(high for _, high in ImageChops.difference(*images).getextrema()) <= 3
 
     random_done = wait_terminal(client, other)
     seed = random_done["seeds"][0]
@@ -108,7 +110,11 @@ def test_cancel_stops_a_running_job(client: httpx.Client, job_spec: dict[str, ob
     done = wait_terminal(client, job_id)
     assert done["state"] == "CANCELLED"
     assert done["error"] == "cancelled by request"
-    assert done["outputs"] == []
+    # It ends with what it had made: its latents at the step it stopped, decoded (A1111's interrupt answers them).
+    [output] = done["outputs"]
+    assert (output["width"], output["height"]) == (512, 512) and done["seeds"] == [output["seed"]]
+    image = client.get(f"/v1/jobs/{job_id}/images/0")
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
 
 
 def test_health_openapi_and_metrics(client: httpx.Client) -> None:

@@ -179,6 +179,9 @@ async def test_a_job_cancelled_mid_batch_ends_at_once_and_the_others_complete(ru
     # At once: its end was written while the others still ran (they went on to their last step after it).
     assert ends["cancel"].ts < min(ends["keep-1"].ts, ends["keep-2"].ts)
     assert max(e.data["step"] for e in events_of(records, "cancel") if e.type is EventType.PROGRESS) < 40
+    # Its own partial image (its slice of the batch's latents, decoded), under its own key.
+    cancelled = ends["cancel"].data
+    assert [output["key"] for output in cancelled["outputs"]] == ["cancel/0.png"] and cancelled["seeds"] == [2]
     # Previews come from each job's own latents.
     previews = {
         job_id: {e.data["step"]: e.data["image"] for e in events_of(records, job_id) if e.type is EventType.PREVIEW}
