@@ -111,7 +111,8 @@ _SAMPLERS = (
         "DPM++ 2M SDE Heun", "DPMSolverMultistepScheduler", "exponential", ("k_dpmpp_2m_sde_heun",),
         _options(algorithm_type="sde-dpmsolver++", solver_type="heun"),
     ),
-    # DPMSolverSinglestepScheduler drops the last of steps + 1 evenly spaced timesteps: SGM Uniform, always.
+    # Without a sigma option DPMSolverSinglestepScheduler drops the last of steps + 1 evenly spaced timesteps: SGM
+    # Uniform. Its Karras and Exponential sigmas span the full training range, whatever the spacing.
     Sampler(
         "DPM++ 2S a", "DPMSolverSinglestepScheduler", "karras", ("k_dpmpp_2s_a",),
         unsupported_schedules=("uniform",), fixed_spacing="trailing",
