@@ -15,7 +15,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, model_validator
 
 from contract.errors import InvalidField
-from contract.samplers import SAMPLERS, SCHEDULES, UNSUPPORTED_SCHEDULES
+from contract.samplers import SAMPLERS, SCHEDULES, sampler_conflict
 
 MAX_SEED = 2**32 - 1
 # A1111's default switch point: the base denoises the first 80 % of the schedule, the refiner the rest.
@@ -138,8 +138,8 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _schedule_fits_sampler(self) -> JobSpec:
-        if self.schedule in UNSUPPORTED_SCHEDULES.get(self.sampler, ()):
-            raise ValueError(f"schedule {self.schedule!r} is not available with sampler {self.sampler!r}")
+        if conflict := sampler_conflict(self.sampler, self.schedule, self.steps, refiner=bool(self.refiner)):
+            raise ValueError(conflict)
         if self.refiner_switch_at is not None and not self.refiner:
             raise ValueError("refiner_switch_at needs a refiner")
         return self

@@ -104,18 +104,11 @@ def test_the_schedule_conflicts_are_the_registry_s() -> None:
     assert sampler_conflict("DPM++ 2M SDE Heun", "karras", 20, refiner=True) is None
 
 
-_WIRED = pytest.mark.xfail(
-    strict=True, reason="contract/job.py's _schedule_fits_sampler must call sampler_conflict (the lead's file)"
-)
-
-
-@_WIRED
 def test_jobspec_refuses_plms_with_a_refiner() -> None:
     with pytest.raises(ValueError, match="cannot hand off to a refiner"):
         JobSpec(prompt="p", sampler="PLMS", refiner="refiner")
 
 
-@_WIRED
 def test_jobspec_refuses_lcm_past_50_steps() -> None:
     with pytest.raises(ValueError, match="at most 50 steps"):
         JobSpec(prompt="p", sampler="LCM", steps=51)
