@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.samplers import SAMPLERS
 from tests.processes import Stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,6 +30,9 @@ async def test_submit_from_the_page_shows_progress_previews_and_the_image(stack:
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(stack.base_url + "/")
+            # The sampler choices are the contract's registry, every one of them.
+            choices = await page.eval_on_selector_all("#sampler option", "options => options.map(o => o.value)")
+            assert choices == list(SAMPLERS)
             await page.fill("#key", stack.key)
             await page.fill("#prompt", "a red fox in the snow")
             for field, value in (("#width", "256"), ("#height", "192"), ("#steps", "12"), ("#seed", "5")):
