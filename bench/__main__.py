@@ -1,6 +1,19 @@
 """`make bench`: every benchmark, one after the other. Results are printed and saved under bench/results/."""
 
-from bench import gpu, memory, outcomes, overhead, peer, previews, scaling, streams, submits, torch_threads, webhooks
+from bench import (
+    batching,
+    gpu,
+    memory,
+    outcomes,
+    overhead,
+    peer,
+    previews,
+    scaling,
+    streams,
+    submits,
+    torch_threads,
+    webhooks,
+)
 
 if __name__ == "__main__":
     overhead.main()
@@ -13,4 +26,5 @@ if __name__ == "__main__":
     scaling.main()
     submits.main()
     peer.main()
+    batching.main()
     gpu.main()  # reports "skipped: no GPU" without CUDA
