@@ -21,27 +21,9 @@ from dialects import a1111
 from easel.local_kafka import LocalKafka
 from service.auth import ApiKeys
 from tests.processes import Stack
-from tests.sdxl_named_stack import BASE_NAME, sdxl_named_stack
+from tests.sdxl_named_stack import BASE_NAME, SEED_001_PAYLOAD, sdxl_named_stack
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
-SEED_001_PAYLOAD: dict[str, Any] = {
-    "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0", "sd_vae": "sdxl_vae.safetensors"},
-    "override_settings_restore_afterwards": True,
-    "refiner_checkpoint": "sd_xl_refiner_1.0",
-    "refiner_switch_at": 0.8,
-    "prompt": "an astronaut riding a horse",
-    "negative_prompt": "",
-    "seed": -1,
-    "batch_size": 1,
-    "steps": 30,
-    "cfg_scale": 7,
-    "width": 1024,
-    "height": 1024,
-    "sampler_name": "DPM++ SDE",
-    "sampler_index": "DPM++ SDE",
-    "scheduler": "karras",
-    "restore_faces": False,
-}
 
 
 def status_of(state: JobState, spec: dict[str, Any], seeds: list[int] | None = None) -> JobStatus:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from easel.local_kafka import LocalKafka
 from tests.processes import Stack
-from tests.sdxl_named_stack import sdxl_named_stack
+from tests.sdxl_named_stack import SEED_001_PAYLOAD, sdxl_named_stack
 
 SMALL = {"width": 64, "height": 64}
 
@@ -179,24 +179,7 @@ def test_runpod_seed_001_example_verbatim_answers_the_a1111_envelope(
     seed_001: dict[str, Any] = {
         "input": {
             "api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"},
-            "payload": {
-                "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0", "sd_vae": "sdxl_vae.safetensors"},
-                "override_settings_restore_afterwards": True,
-                "refiner_checkpoint": "sd_xl_refiner_1.0",
-                "refiner_switch_at": 0.8,
-                "prompt": "an astronaut riding a horse",
-                "negative_prompt": "",
-                "seed": -1,
-                "batch_size": 1,
-                "steps": 30,
-                "cfg_scale": 7,
-                "width": 1024,
-                "height": 1024,
-                "sampler_name": "DPM++ SDE",
-                "sampler_index": "DPM++ SDE",
-                "scheduler": "karras",
-                "restore_faces": False,
-            },
+            "payload": SEED_001_PAYLOAD,
         }
     }
     with sdxl_named_stack(kafka.bootstrap, tmp_path, "seed-001") as stack:
