@@ -183,14 +183,18 @@ class JobExecution:
         self._end(EventType.FAILED, {"error": _short_reason(exc)})
 
     def latents_callback(self, loop: asyncio.AbstractEventLoop) -> LatentsCallback:
-        """Its own images' latents at each step: kept (for a partial image), and previewed if it asked."""
+        """Its own images' denoised estimate (x0) at each step: kept (for a partial image) and previewed if it asked.
+
+        Both show the predicted clean image, not the noisy latents, as A1111 does (its previews and the
+        `last_latent` an interrupted job returns); where the scheduler predicts no x0 they are the latents.
+        """
         interval = preview_interval(self.job.steps, self.preview_every)
 
-        def on_latents(step: int, total: int, latents: Any) -> None:  # runs in the generation thread
+        def on_latents(step: int, total: int, latents: Any, denoised: Any) -> None:  # runs in the generation thread
             if self.stopped is None:
-                self._latents = latents  # a reference: the pipeline makes new latents each step
+                self._latents = denoised  # a reference: the pipeline and scheduler make new tensors each step
             if self.job.preview and self.stopped is None and wants_preview(step, total, interval):
-                data = preview_event_data(latents, step, total, self.job.width, self.job.height)
+                data = preview_event_data(denoised, step, total, self.job.width, self.job.height)
                 loop.call_soon_threadsafe(self.writer.emit, EventType.PREVIEW, data)
 
         return on_latents

@@ -247,8 +247,7 @@ class SDXLGenerator:
             if split[1]:
                 return _per_item(items, self._generate_ensemble(job, items, common, split, on_step, on_latents))
         counter = StepCounter(job.steps, on_step, on_latents)
-        order = getattr(pipe.scheduler, "order", 1)
-        callback = counter.phase(order, job.steps)
+        callback = counter.phase(pipe.scheduler, job.steps)
         embeddings = _batched(pipe, items)
         result = pipe(**common, **embeddings, width=job.width, height=job.height, callback_on_step_end=callback)
         return _per_item(items, list(result.images))
@@ -328,7 +327,7 @@ class SDXLGenerator:
             height=job.height,
             denoising_end=job.refiner_switch_at,
             output_type="latent",
-            callback_on_step_end=counter.phase(order, base_steps),
+            callback_on_step_end=counter.phase(self.pipe.scheduler, base_steps),
         ).images
         # The same generators, the same number of steps: the refiner runs its share of one schedule.
         result = refiner(
@@ -336,7 +335,7 @@ class SDXLGenerator:
             **_batched(refiner, items),  # the refiner's own text encoder(s)
             image=latents,
             denoising_start=job.refiner_switch_at,
-            callback_on_step_end=counter.phase(order, refiner_steps),
+            callback_on_step_end=counter.phase(refiner.scheduler, refiner_steps),
         )
         return list(result.images)
 
@@ -361,15 +360,16 @@ def _batched(pipe: Pipeline, items: Sequence[BatchItem]) -> dict[str, Any]:
 
 
 def _sliced(items: Sequence[BatchItem]) -> LatentsCallback | None:
-    """The batch's latents callback: each item's own callback with its own images' latents."""
+    """The batch's latents callback: each item's own callback with its own images' latents and denoised estimate."""
     if all(item.on_latents is None for item in items):
         return None
 
-    def on_latents(step: int, total: int, latents: torch.Tensor) -> None:
+    def on_latents(step: int, total: int, latents: torch.Tensor, denoised: torch.Tensor) -> None:
         start = 0
         for item in items:
             if item.on_latents is not None:
-                item.on_latents(step, total, latents[start : start + len(item.seeds)])
+                own = slice(start, start + len(item.seeds))
+                item.on_latents(step, total, latents[own], denoised[own])
             start += len(item.seeds)
 
     return on_latents

@@ -1,7 +1,10 @@
 """Cheap previews while denoising: SDXL latents → RGB with a fixed linear map, no VAE.
 
-The factors are ComfyUI's for SDXL (`comfy/latent_formats.py`); they act on the scaled latents
-the step callback sees and give RGB in [-1, 1]. The latent is 1/8 of the image; the preview is
+What is previewed is the step's denoised estimate (the clean latents x0 the scheduler predicted,
+gpu_runner/steps.py), so an early preview already shows the picture's layout and colours rather
+than noise. The factors are ComfyUI's for SDXL (`comfy/latent_formats.py`; A1111's
+`sd_vae_approx.cheap_approximation` has near-identical ones, without the bias); they act on the
+scaled latents the step callback sees and give RGB in [-1, 1]. The latent is 1/8 of the image; the preview is
 the image's shape scaled to fit `MAX_SIDE` (never larger than the image), as JPEG.
 """
 
@@ -40,7 +43,7 @@ def preview_size(width: int, height: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def latents_to_image(latents: torch.Tensor, width: int, height: int) -> Image.Image:
-    """The first image of the batch, approximated from its latents."""
+    """The first image of the batch, approximated from its (scaled SDXL) latents."""
     x = latents[0].float()
     rgb = torch.einsum("chw,cr->rhw", x, _FACTORS.to(x.device)) + _BIAS.to(x.device)[:, None, None]
     pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -87,8 +87,8 @@ def test_each_job_of_a_batch_gets_its_own_images_as_alone(generator: SDXLGenerat
     second = job(id="b", prompt="a blue bird")
     latents: dict[str, list[torch.Tensor]] = {"a": [], "b": []}
     items = [
-        BatchItem(first, [10, 11], lambda step, total, x: latents["a"].append(x.clone())),
-        BatchItem(second, [20], lambda step, total, x: latents["b"].append(x.clone())),
+        BatchItem(first, [10, 11], lambda step, total, x, x0: latents["a"].append(x.clone())),
+        BatchItem(second, [20], lambda step, total, x, x0: latents["b"].append(x.clone())),
     ]
     steps: list[int] = []
     batched = generator.generate_batch(items, lambda step, total: steps.append(step))
