@@ -17,6 +17,7 @@ what A1111 previews and returns for an interrupted job (its `last_latent`). Whic
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -87,7 +88,8 @@ class DenoisedTap:
     """The clean latents (x0) a scheduler predicted at its latest step, where it predicts them (see above).
 
     The pipeline asks `step` for a bare tuple, which drops the prediction's name; the tap asks this
-    scheduler (a fresh one per job) for the named output and hands the pipeline the same tuple.
+    scheduler (a fresh one per job) for the named output and hands the pipeline the same tuple. It keeps
+    `step`'s signature: the pipeline passes a stochastic step the seeded generator only if it names one.
     """
 
     def __init__(self, scheduler: Any) -> None:
@@ -95,6 +97,7 @@ class DenoisedTap:
         self.latest: torch.Tensor | None = None
         step = scheduler.step
 
+        @functools.wraps(step)
         def step_and_record(*args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
             output = step(*args, return_dict=True, **kwargs)
             self.latest = _named_x0(output)

@@ -79,3 +79,14 @@ def test_previews_stay_small_and_few() -> None:
     assert (data["width"], data["height"]) == image.size == (192, MAX_SIDE)
     interval = preview_interval(150)
     assert sum(wants_preview(step, 150, interval) for step in range(1, 151)) <= PREVIEWS_PER_JOB
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M SDE"])
+def test_watching_the_estimate_keeps_a_seed_s_image(generator: SDXLGenerator, sampler: str) -> None:
+    """The pipeline passes the seeded generator to a stochastic step only if the step's signature names it."""
+    job = Job.model_validate(
+        {"prompt": "a fox", "id": "j", "owner": "o", "width": 64, "height": 64, "steps": 4, "sampler": sampler}
+    )
+    [watched] = generator.generate(job, [7], lambda step, total: None, lambda s, t, x, x0: None)
+    [unwatched] = generator.generate(job, [7], lambda step, total: None)
+    assert watched.tobytes() == unwatched.tobytes()
