@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from gpu_runner.previews import (
     preview_interval,
     wants_preview,
 )
+from gpu_runner.tiny_model import save_tiny_refiner
 
 Record = list[tuple[torch.Tensor, torch.Tensor]]
 X0_SAMPLERS = ["Euler", "Euler a", "Heun", "LMS", "DPM2", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "DDIM", "UniPC"]
@@ -90,3 +92,16 @@ def test_watching_the_estimate_keeps_a_seed_s_image(generator: SDXLGenerator, sa
     [watched] = generator.generate(job, [7], lambda step, total: None, lambda s, t, x, x0: None)
     [unwatched] = generator.generate(job, [7], lambda step, total: None)
     assert watched.tobytes() == unwatched.tobytes()
+
+
+def test_base_and_refiner_each_give_their_own_estimate(tiny_model: str, tmp_path: Path) -> None:
+    generator = SDXLGenerator(tiny_model, "cpu", refiner=str(save_tiny_refiner(tmp_path)))
+    job = Job.model_validate(
+        {"prompt": "a fox", "id": "j", "owner": "o", "width": 64, "height": 64, "steps": 6, "sampler": "DPM++ 2M",
+         "refiner": "refiner"}
+    )
+    record: Record = []
+    generator.generate(job, [5], lambda step, total: None, lambda s, t, x, x0: record.append((x.clone(), x0.clone())))
+    assert generator.refiner is not None and generator.refiner.num_timesteps > 0  # the refiner had its share
+    assert len(record) == 6 and all(not torch.allclose(x, x0) for x, x0 in record[:-1])
+    torch.testing.assert_close(record[-1][1], record[-1][0], rtol=1e-3, atol=1e-3)  # the refiner's last step
