@@ -74,7 +74,7 @@ class StepCounter:
             step = offset + min(math.ceil((index + 1) / order), steps)
             if step != self.reported:
                 self.reported = step
-                # Latents first: a job told to stop at this step keeps this step's latents (its partial image).
+                # Latents first: a job told to stop at this step keeps this step's estimate (its partial image).
                 if self.on_latents is not None and denoised is not None:
                     latents = kwargs["latents"]
                     self.on_latents(step, self.total, latents, denoised.estimate(latents))
