@@ -28,9 +28,9 @@ def main() -> None:
     job = Job(**SPEC, id="bench", owner="bench", preview=True)
     interval = preview_interval(job.steps)
 
-    def on_latents(step: int, total: int, latents: torch.Tensor) -> None:
+    def on_latents(step: int, total: int, latents: torch.Tensor, denoised: torch.Tensor) -> None:
         if wants_preview(step, total, interval):
-            preview_event_data(latents, step, total, job.width, job.height)
+            preview_event_data(denoised, step, total, job.width, job.height)
 
     def timed(with_previews: bool) -> float:
         started = time.perf_counter()

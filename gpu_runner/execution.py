@@ -98,8 +98,8 @@ class JobExecution:
         # Set on the generation thread when the job must stop; from then on it only rides along.
         self.stopped: JobStopped | None = None
         self._started = 0.0
-        self._latents: Any = None  # its images' latents at the latest step
-        # A job a client stopped (A1111 /interrupt, any cancel) ends with what it had: its latents then, decoded.
+        self._latents: Any = None  # its images' denoised estimate at the latest step (A1111's last_latent)
+        # A job a client stopped (A1111 /interrupt, any cancel) ends with what it had: that estimate, decoded.
         self._partial: list[tuple[dict[str, Any], bytes]] = []
         self._ending: asyncio.Task[None] | None = None
 
