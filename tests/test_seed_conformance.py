@@ -1,10 +1,10 @@
 """Every seed document's examples, run verbatim against a stack configured exactly as a fresh `make run`.
 
 The seeds' own code is read from tests/seeds (verbatim copies of shared/seeds) and run as written, with only the
-service's address, a real key and (for a status check) the job id put in: cURL through bash, Python with `exec` (real `requests` calls and
-the seed's own `.json()` handling), JavaScript in headless Chromium from a page served on another origin, so the
-browser's CORS checks apply. Seed 001 is a request body: it is posted to the three routes it is meant for. The
-stock ModelsLab SDK (modelslab-py) runs text2img too.
+service's address, a real key and (for a status check) the job id put in: cURL through bash, Python with `exec`
+(real `requests` calls and the seed's own `.json()` handling), JavaScript in headless Chromium from a page served
+on another origin, so the browser's CORS checks apply. Seed 001 is a request body: it is posted to the three
+routes it is meant for. The stock ModelsLab SDK (modelslab-py) runs text2img too.
 """
 
 from __future__ import annotations
