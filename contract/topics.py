@@ -37,6 +37,9 @@ class TopicSpec:
     configs: dict[str, str]
 
 
+RUNNER_CLIENT_PREFIX = "easel-runner-"
+
+
 @dataclass(frozen=True)
 class Topics:
     prefix: str = "easel"
@@ -65,6 +68,11 @@ class Topics:
     def dead_letters(self) -> str:
         """Messages that could not be parsed or validated, with the reason in a header."""
         return f"{self.prefix}.jobs.dead-letters"
+
+    @staticmethod
+    def runner_client_id(runner_id: str) -> str:
+        """A runner's Kafka client id: the group's member list names the runners by it (RunPod /health)."""
+        return RUNNER_CLIENT_PREFIX + runner_id
 
     @property
     def runner_group(self) -> str:

@@ -102,12 +102,12 @@ class Runner:
     async def run(self) -> None:
         await ensure_topics(self.settings)
         # Started and progress events: written at once, outside the outcome's transaction.
-        self.producer = await open_producer(self.settings, f"easel-runner-{self.runner_id}")
+        self.producer = await open_producer(self.settings, Topics.runner_client_id(self.runner_id))
         consumer = group_consumer(
             self.settings,
             [self.topics.requests],
             group_id=self.topics.runner_group,
-            client_id=f"easel-runner-{self.runner_id}",
+            client_id=Topics.runner_client_id(self.runner_id),
             instance_id=self.settings.runner_id,
             rebalance=Rebalance(on_revoked=self._revoked, on_assigned=self._on_assigned),
             # A job may take up to its timeout between two polls.

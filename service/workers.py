@@ -18,14 +18,12 @@ from aiokafka.errors import KafkaError
 
 from consumers.state_view import StateView
 from contract.settings import Settings
-from contract.topics import Topics
+from contract.topics import RUNNER_CLIENT_PREFIX, Topics
 from producers.kafka_security import client_security
 
 log = structlog.get_logger(__name__)
 CACHE_S = 2.0
 ASK_TIMEOUT_S = 2.0
-# A runner's Kafka client id is this plus its runner id (gpu_runner/runner.py), the id its jobs' statuses carry.
-RUNNER_CLIENT_PREFIX = "easel-runner-"
 
 
 @dataclass(frozen=True)
