@@ -148,7 +148,8 @@ def test_a_megabyte_runpod_input_is_refused_and_the_next_job_completes(stack: St
 
 
 def test_an_a1111_payload_over_the_echo_cap_is_413_naming_the_body(client: httpx.Client) -> None:
-    response = client.post("/sdapi/v1/txt2img", json={**SMALL_A1111, "alwayson_scripts": {"x": "A" * MAX_ECHO_BYTES}})
+    # `comments` (A1111 echoes it back in the job's parameters): a field Easel takes, so the echo cap decides.
+    response = client.post("/sdapi/v1/txt2img", json={**SMALL_A1111, "comments": {"x": "A" * MAX_ECHO_BYTES}})
     assert response.status_code == 413, response.text
     assert response.json()["detail"].startswith("body is "), response.text
 
