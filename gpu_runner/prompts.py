@@ -13,6 +13,7 @@ pipeline (both text encoders) and the refiner (text_encoder_2 only) take it alik
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,13 @@ class _Encoders:
 
     @classmethod
     def of(cls, pipe: Any) -> _Encoders:
+        """The pipeline's encoders, built once per pipeline: compel caches the empty prompt's embedding (padding)."""
+        if (encoders := _ENCODERS.get(pipe)) is None:
+            encoders = _ENCODERS[pipe] = cls._build(pipe)
+        return encoders
+
+    @classmethod
+    def _build(cls, pipe: Any) -> _Encoders:
         pairs = [(pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)]
         return cls(tuple(
             Compel(
@@ -103,6 +111,9 @@ class _Encoders:
     def padding(self) -> torch.Tensor:
         """One chunk of the empty prompt: what a shorter embedding is extended with (compel's own rule)."""
         return torch.cat([compel.conditioning_provider.empty_z for compel in self.compels], dim=-1)
+
+
+_ENCODERS: weakref.WeakKeyDictionary[Any, _Encoders] = weakref.WeakKeyDictionary()
 
 
 def encode_prompts(pipe: Any, prompt: str, negative: str, images: int, guidance: float) -> dict[str, Any]:
