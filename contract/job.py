@@ -31,6 +31,16 @@ DEFAULT_MAX_JOB_WORK = 1024 * 1024 * 4 * 50
 # The longest a job may run, and the longest it may live from submission (queue included), that a client may ask.
 MAX_EXECUTION_TIMEOUT_S = 3600
 MAX_TTL_S = 7 * 24 * 3600
+# img2img: A1111's default denoising strength (the share of the schedule that repaints the init image).
+DEFAULT_STRENGTH = 0.75
+# A1111's default mask blur, in pixels.
+DEFAULT_MASK_BLUR = 4
+# An input image as a job carries it: the key of the PNG the API stored (`<job id>/init.png`, `<job id>/mask.png`).
+# Image bytes never travel on Kafka; what a client sends as base64 or a URL is checked and stored first.
+INPUT_IMAGE_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/(init|mask)\.png$"
+# A LoRA adapter's name: a file `<name>.safetensors` in EASEL_LORA_DIR (no path separators).
+LORA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+MAX_LORAS = 8
 
 
 def _multiple_of_8(value: int) -> int:
@@ -92,6 +102,15 @@ class WebhookSpec(BaseModel):
     )
 
 
+class LoraSpec(BaseModel):
+    """A LoRA adapter applied to a job, by name, at a weight (A1111's `<lora:name:weight>`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=LORA_NAME_PATTERN, description="a `<name>.safetensors` file in EASEL_LORA_DIR")
+    weight: float = Field(default=1.0, ge=-4.0, le=4.0)
+
+
 class JobSpec(BaseModel):
     """Generation parameters. Defaults follow SDXL's; limits are documented in the README."""
 
@@ -127,13 +146,43 @@ class JobSpec(BaseModel):
     preview: bool = Field(default=False, description="emit preview events while denoising")
     execution_timeout_s: float | None = Field(default=None, gt=0, le=MAX_EXECUTION_TIMEOUT_S)
     ttl_s: float | None = Field(default=None, gt=0, le=MAX_TTL_S)
+    init_image: str | None = Field(
+        default=None,
+        pattern=INPUT_IMAGE_KEY_PATTERN,
+        description="img2img: the key of the stored init image (the API stores what a client sends, base64 or URL, "
+        "and puts its key here); resized to width × height",
+    )
+    mask_image: str | None = Field(
+        default=None,
+        pattern=INPUT_IMAGE_KEY_PATTERN,
+        description="inpainting: the key of the stored mask (white is repainted, black kept), the init image's size",
+    )
+    strength: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description=f"img2img: the share of the schedule that repaints the init image (A1111 denoising_strength); "
+        f"{DEFAULT_STRENGTH} when an init image is given",
+    )
+    mask_blur: int = Field(default=DEFAULT_MASK_BLUR, ge=0, le=64, description="inpainting: mask edge blur, pixels")
+    mask_crop_padding: int | None = Field(
+        default=None,
+        ge=0,
+        le=256,
+        description="inpainting: repaint only the mask's bounding box grown by this many pixels, at full "
+        "resolution (A1111 'only masked' with its padding); null: the whole image",
+    )
+    loras: Annotated[tuple[LoraSpec, ...], BeforeValidator(_as_tuple)] = Field(default=(), max_length=MAX_LORAS)
 
     @model_validator(mode="before")
     @classmethod
-    def _default_switch(cls, data: Any) -> Any:
-        # Filled in here, not at render time, so the status's `spec` shows the switch point used.
-        if isinstance(data, dict) and data.get("refiner") and data.get("refiner_switch_at") is None:
-            return {**data, "refiner_switch_at": DEFAULT_REFINER_SWITCH}
+    def _defaults_that_depend(cls, data: Any) -> Any:
+        # Filled in here, not at render time, so the status's `spec` shows the switch point and strength used.
+        if isinstance(data, dict):
+            if data.get("refiner") and data.get("refiner_switch_at") is None:
+                data = {**data, "refiner_switch_at": DEFAULT_REFINER_SWITCH}
+            if data.get("init_image") and data.get("strength") is None:
+                data = {**data, "strength": DEFAULT_STRENGTH}
         return data
 
     @model_validator(mode="after")
@@ -142,6 +191,14 @@ class JobSpec(BaseModel):
             raise ValueError(conflict)
         if self.refiner_switch_at is not None and not self.refiner:
             raise ValueError("refiner_switch_at needs a refiner")
+        if self.init_image is None and (self.mask_image or self.strength is not None or self.mask_crop_padding):
+            raise ValueError("mask_image, strength and mask_crop_padding need an init_image")
+        if self.mask_image is None and self.mask_crop_padding is not None:
+            raise ValueError("mask_crop_padding needs a mask_image")
+        if self.init_image is not None and self.refiner:
+            raise ValueError("a refiner runs on txt2img jobs only; send no refiner with an init_image")
+        if len({lora.name for lora in self.loras}) < len(self.loras):
+            raise ValueError("each LoRA may be named once")
         return self
 
     @property

@@ -80,6 +80,14 @@ class Settings:
     max_job_work: int = DEFAULT_MAX_JOB_WORK
     # Most live streams (WebSocket + SSE) one key may hold open on one API instance; more answer 429 / close 1013.
     max_streams_per_key: int = 32
+    # Input images (img2img, inpainting): the largest file a client may send (base64 or URL), and the most pixels
+    # it may decode to (larger ones are refused before decoding: decompression bombs).
+    max_input_image_bytes: int = 10 * 1024 * 1024
+    max_input_image_pixels: int = 4096 * 4096
+    # Several models: `name=folder-or-hub-id` pairs. Each model's jobs go to its own request topic, served by the
+    # runners that hold it (EASEL_MODEL_NAME picks which one a runner loads); the first is also "default".
+    # Empty: the one model EASEL_MODEL (below).
+    models: tuple[str, ...] = ()
     # Runner.
     model: str = ""
     # The name clients pick the base model by (A1111 `sd_model_checkpoint`, native `model`); "default" works too.
@@ -87,6 +95,10 @@ class Settings:
     # Optional SDXL refiner (folder or hub id) and its name (A1111 `refiner_checkpoint`, native `refiner`).
     refiner: str = ""
     refiner_name: str = "refiner"
+    # LoRA adapters: a folder of `<name>.safetensors` files that jobs name (empty: <home>/loras).
+    lora_dir: str = ""
+    # Previews decoded by a tiny VAE (TAESD for SDXL, folder or hub id) instead of the linear latent-to-RGB map.
+    preview_vae: str = ""
     # Optional safety checker: a folder with a saved StableDiffusionSafetyChecker and its feature extractor.
     safety_checker: str = ""
     runner_id: str = ""
