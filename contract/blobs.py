@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from contract.settings import Settings
 
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/[0-9]{1,3}\.(png|jpeg|webp)$")
+# A job's images, and the input images (img2img, inpainting) the API stored for it (INPUT_IMAGE_KEY_PATTERN).
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/([0-9]{1,3}\.(png|jpeg|webp)|(init|mask)\.png)$")
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -28,8 +29,14 @@ def image_key(job_id: str, index: int, fmt: str) -> str:
     return f"{job_id}/{index}.{fmt}"
 
 
+def input_image_key(job_id: str, role: str) -> str:
+    """Where the API stores a job's input image: `role` is `init` or `mask`; always PNG (re-encoded on intake)."""
+    return f"{job_id}/{role}.png"
+
+
 def check_key(key: str) -> str:
-    """`key` if it is one of ours (`<job id>/<index>.<format>`); keys come from our own topics, but never trust one."""
+    """`key` if it is one of ours (`<job id>/<index>.<format>`, `<job id>/init.png`, `<job id>/mask.png`); keys
+    come from our own topics, but never trust one."""
     if not _KEY.match(key):
         raise ValueError(f"invalid blob key {key!r}")
     return key
