@@ -176,6 +176,14 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _prompt_loras(cls, data: Any) -> Any:
+        # A1111's `<lora:name:weight>` tags leave the prompt for `loras`, whichever dialect (or Kafka) sent the job.
+        from contract.loras import with_prompt_loras  # here: contract.loras imports this module
+
+        return with_prompt_loras(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="before")
+    @classmethod
     def _defaults_that_depend(cls, data: Any) -> Any:
         # Filled in here, not at render time, so the status's `spec` shows the switch point and strength used.
         if isinstance(data, dict):
