@@ -38,6 +38,9 @@ class TopicSpec:
 
 
 RUNNER_CLIENT_PREFIX = "easel-runner-"
+# What a Kafka topic name may hold, and how long it may be.
+TOPIC_NAME_PATTERN = r"[A-Za-z0-9._-]+"
+MAX_TOPIC_NAME = 249
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,12 @@ class Topics:
     def requests(self) -> str:
         """Job requests, keyed by job id. Partitions bound how many runners work at once."""
         return f"{self.prefix}.jobs.requests"
+
+    def requests_for(self, model: str | None) -> str:
+        """The request topic of one model (contract/catalog.py routes names): None, the first model, keeps
+        `requests`, so single-model deployments and Kafka producers writing there are unchanged; every other
+        model has its own, so a slow model's backlog never holds back another's jobs."""
+        return self.requests if model is None else f"{self.requests}.{model}"
 
     @property
     def events(self) -> str:
@@ -79,15 +88,28 @@ class Topics:
         """The consumer group of the runners. Per prefix: stacks sharing a cluster never share work."""
         return f"{self.prefix}.runners"
 
+    def runner_group_for(self, model: str | None) -> str:
+        """The consumer group of one model's runners (None: the first model's, `runner_group`). A group per model:
+        a runner of one model joining or leaving never makes the others' groups rebalance."""
+        return self.runner_group if model is None else f"{self.runner_group}.{model}"
+
+    def runner_transactions_for(self, model: str | None) -> str:
+        """The namespace of one model's transactional ids (gpu_runner/outcomes.py names them after a topic prefix,
+        one per partition number): per model, so runners of two models holding the same partition number never
+        fence each other. The first model keeps the plain prefix."""
+        return self.prefix if model is None else f"{self.prefix}.models.{model}"
+
     @property
     def webhook_group(self) -> str:
         """The consumer group of the webhook dispatchers."""
         return f"{self.prefix}.webhooks"
 
-    def specs(self, request_partitions: int) -> list[TopicSpec]:
+    def specs(self, request_partitions: int, routed_models: tuple[str, ...] = ()) -> list[TopicSpec]:
+        """The job topics; `routed_models`: the models with a request topic of their own (all but the first)."""
         week = str(7 * 24 * 3600 * 1000)
         return [
             TopicSpec(self.requests, request_partitions, {"retention.ms": week}),
+            *(TopicSpec(self.requests_for(m), request_partitions, {"retention.ms": week}) for m in routed_models),
             TopicSpec(self.events, 1, {"retention.ms": week}),
             TopicSpec(
                 self.state,

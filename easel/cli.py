@@ -34,9 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands.add_parser("runner", help="run a GPU runner")
     runners = commands.add_parser(
-        "runners", help="run one runner per device (EASEL_DEVICE=cuda:N each), restarting any that exits"
+        "runners",
+        help="run one runner per device (EASEL_DEVICE=cuda:N each; with EASEL_MODELS, one per device and model), "
+        "restarting any that exits",
     )
     runners.add_argument("--gpus", default="all", help="all, GPU indexes such as 0,1, or cpu:N for N CPU runners")
+    runners.add_argument(
+        "--models", default="", metavar="A,B",
+        help="with EASEL_MODELS: which models get a runner on each device (default: every one)",
+    )
     commands.add_parser("topics", help="create Easel's topics (idempotent)")
     commands.add_parser("schema", help="print the JSON Schema of the request message")
     key_id = commands.add_parser("key-id", help="print the owner id of an API key (for Kafka producers)")
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         case "runners":
             from easel.runners import run_runners
 
-            return run_runners(settings, args.gpus)
+            return run_runners(settings, args.gpus, args.models)
         case "topics":
             from producers import ensure_topics
 
@@ -162,9 +168,16 @@ def api_app() -> Starlette:
 
 def _run_runner(settings: Settings) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from contract.catalog import runner_settings
+    from contract.errors import SettingsError
     from gpu_runner.pipeline import SDXLGenerator
     from gpu_runner.runner import Runner
 
+    try:
+        settings = runner_settings(settings)  # with EASEL_MODELS: the model EASEL_MODEL_NAME picks
+    except SettingsError as exc:
+        print(f"easel runner: {exc}", file=sys.stderr)
+        return 2
     generator = SDXLGenerator.from_settings(settings)
     run_until_stopped(Runner(settings, generator).run())
     return 0

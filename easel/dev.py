@@ -1,5 +1,5 @@
-"""`easel dev` (what `make run` starts): Kafka unless one is configured, then the API, one runner and the
-webhook dispatcher under a supervisor.
+"""`easel dev` (what `make run` starts): Kafka unless one is configured, then the API, one runner (one per model
+with EASEL_MODELS) and the webhook dispatcher under a supervisor.
 
 Each is its own process, as in production. One that exits is restarted with a backoff (easel/supervisor.py);
 only Ctrl-C (or SIGTERM) stops the stack: the processes in the order of PROCESSES, Kafka last.
@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from contract.catalog import DEFAULT_MODEL, Catalog
+from contract.catalog import DEFAULT_MODEL, Catalog, served_models
+from contract.errors import SettingsError
 from contract.settings import Settings
 from easel.lifecycle import StopRequest, raise_interrupt
 from easel.local_kafka import LocalKafka
@@ -57,8 +58,9 @@ def demo_env(settings: Settings) -> dict[str, str]:
     for it and a tiny refiner built beside it. What the operator set is kept; a real model gets nothing.
 
     The one definition of the demo stack: `easel dev` gives it to its children, and the tests build theirs with it.
+    With EASEL_MODELS the operator named every model: nothing is added.
     """
-    if settings.model:
+    if settings.model or settings.models:
         return {}
     env: dict[str, str] = {}
     if settings.model_name == DEFAULT_MODEL:
@@ -83,6 +85,11 @@ def tiny_refiner(home: Path) -> Path:
 
 
 def run_dev(settings: Settings) -> int:
+    try:
+        Catalog.from_settings(settings)  # a bad EASEL_MODELS is refused before anything starts
+    except SettingsError as exc:
+        print(f"easel dev: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, raise_interrupt)  # while Kafka starts, `kill` stops it as Ctrl-C does
     broker = None
     try:
@@ -92,10 +99,10 @@ def run_dev(settings: Settings) -> int:
             broker.start()
         key = dev_key(settings)
         env = child_env(settings, key)
-        supervisor = Supervisor([Child(name, [sys.executable, "-m", "easel.cli", name], env) for name in PROCESSES])
+        served = Catalog.from_settings(Settings.from_env(env))
+        supervisor = Supervisor(dev_children(settings, env))
         stop = StopRequest()
         stop.listen()
-        served = Catalog.from_settings(Settings.from_env(env))
         print(
             f"\n  Easel API   {settings.base_url}\n  API key     {key}\n  Kafka       {settings.bootstrap}\n"
             f"  Models      {', '.join(served.models)}; refiner {', '.join(served.refiners) or 'none'}\n"
@@ -110,6 +117,22 @@ def run_dev(settings: Settings) -> int:
         if broker is not None:
             broker.stop()
     return 0
+
+
+def dev_children(settings: Settings, env: dict[str, str]) -> list[Child]:
+    """The processes of PROCESSES, in order; with EASEL_MODELS, a runner per model (EASEL_MODEL_NAME picks its
+    model), each with its own id."""
+    children = []
+    for command in PROCESSES:
+        argv = [sys.executable, "-m", "easel.cli", command]
+        if command != "runner" or not settings.models:
+            children.append(Child(command, argv, env))
+            continue
+        for model in served_models(settings):
+            runner_id = f"{env['EASEL_RUNNER_ID']}-{model.name}"
+            runner_env = {**env, "EASEL_MODEL_NAME": model.name, "EASEL_RUNNER_ID": runner_id}
+            children.append(Child(f"runner-{model.name}", argv, runner_env))
+    return children
 
 
 def child_env(settings: Settings, key: str) -> dict[str, str]:

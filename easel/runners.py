@@ -1,7 +1,9 @@
-"""`easel runners --gpus all|0,1|cpu:N`: one `easel runner` per device, kept running.
+"""`easel runners --gpus all|0,1|cpu:N [--models a,b]`: one `easel runner` per device (per model), kept running.
 
 Each runner is its own process with EASEL_DEVICE=cuda:N (or cpu) and its own EASEL_RUNNER_ID, the base id with a
 per-device suffix: fixed ids are static group members, so a restarted runner takes its partitions back at once.
+With EASEL_MODELS, each device gets a runner of every model (or of those `--models` names: a host whose GPUs hold
+one model at a time serves that one), EASEL_MODEL_NAME picking its model and the model's name in its id.
 A runner that exits is restarted with a backoff (easel/supervisor.py); SIGTERM or Ctrl-C stops them all.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Callable
 
 import structlog
 
+from contract.catalog import served_models
 from contract.errors import SettingsError
 from contract.settings import Settings
 from easel.lifecycle import StopRequest
@@ -47,14 +50,33 @@ def parse_devices(spec: str, count_gpus: Callable[[], int]) -> list[str]:
     return [f"cuda:{part}" for part in parts]
 
 
-def runner_children(settings: Settings, devices: list[str]) -> list[Child]:
+def parse_models(settings: Settings, spec: str) -> list[str]:
+    """The models `--models` names (empty: every one of EASEL_MODELS); [] without EASEL_MODELS (one model)."""
+    if not settings.models:
+        if spec:
+            raise SettingsError(f"--models {spec}: EASEL_MODELS is not set; this deployment has one model")
+        return []
+    configured = [model.name for model in served_models(settings)]
+    if not spec:
+        return configured
+    chosen = list(dict.fromkeys(part.strip() for part in spec.split(",") if part.strip()))
+    if unknown := [name for name in chosen if name not in configured]:
+        raise SettingsError(f"--models {spec}: {', '.join(unknown)} not in EASEL_MODELS ({', '.join(configured)})")
+    return chosen
+
+
+def runner_children(settings: Settings, devices: list[str], models: list[str] | None = None) -> list[Child]:
+    """A runner per device, or per device and model (`models`, from parse_models)."""
     base_id = settings.runner_id or socket.gethostname()
     children = []
     for index, device in enumerate(devices):
         suffix = device.replace(":", "") if device.startswith("cuda") else f"cpu{index}"
-        runner_id = f"{base_id}-{suffix}"
-        env = {**os.environ, "EASEL_DEVICE": device, "EASEL_RUNNER_ID": runner_id}
-        children.append(Child(runner_id, [sys.executable, "-m", "easel.cli", "runner"], env))
+        for model in [*models] if models else [None]:
+            runner_id = f"{base_id}-{suffix}" if model is None else f"{base_id}-{model}-{suffix}"
+            env = {**os.environ, "EASEL_DEVICE": device, "EASEL_RUNNER_ID": runner_id}
+            if model is not None:
+                env["EASEL_MODEL_NAME"] = model
+            children.append(Child(runner_id, [sys.executable, "-m", "easel.cli", "runner"], env))
     return children
 
 
@@ -77,15 +99,16 @@ class RunnerSupervisor(Supervisor):
                 log.warning("runner did not stop in time; it was killed", process=child.name, timeout_s=STOP_TIMEOUT_S)
 
 
-def run_runners(settings: Settings, gpus: str) -> int:
+def run_runners(settings: Settings, gpus: str, models: str = "") -> int:
     stop = StopRequest()
     stop.listen()  # before anything starts: a SIGTERM from here on stops what was started
     try:
+        chosen = parse_models(settings, models)
         devices = parse_devices(gpus, _gpu_count)
     except SettingsError as exc:
         print(f"easel runners: {exc}", file=sys.stderr)
         return 2
-    children = runner_children(settings, devices)
+    children = runner_children(settings, devices, chosen)
     log.info("starting runners", runners={child.name: child.env["EASEL_DEVICE"] for child in children})
     RunnerSupervisor(children).run(stop)
     return 0

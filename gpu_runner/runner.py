@@ -80,8 +80,17 @@ class Runner:
         self.blobs = open_blob_store(settings)
         self.view = StateView(settings)
         self.cancels = CancelWatcher(settings)
-        self.catalog = Catalog.from_settings(settings)
-        self.outcomes = Outcomes(settings, self.topics.runner_group)
+        # Every configured model, and the one this runner holds (EASEL_MODEL_NAME): it reads only that model's
+        # request topic, in that model's group.
+        self.models = Catalog.from_settings(settings)
+        self.catalog = self.models.serving(settings.model_name)
+        route = self.models.route(settings.model_name)
+        self.request_topic = self.topics.requests_for(route)
+        self.group = self.topics.runner_group_for(route)
+        # Outcomes names its transactional ids after the topic prefix it is given: a namespace per model.
+        self.outcomes = Outcomes(
+            settings.replace(topic_prefix=self.topics.runner_transactions_for(route)), self.group
+        )
         # Set when partitions are (re)assigned: their jobs may carry an earlier attempt's writes.
         self._assigned = asyncio.Event()
         # Clear while the group rebalances: nobody knows yet who holds which partition, so nothing commits.
@@ -105,8 +114,8 @@ class Runner:
         self.producer = await open_producer(self.settings, Topics.runner_client_id(self.runner_id))
         consumer = group_consumer(
             self.settings,
-            [self.topics.requests],
-            group_id=self.topics.runner_group,
+            [self.request_topic],
+            group_id=self.group,
             client_id=Topics.runner_client_id(self.runner_id),
             instance_id=self.settings.runner_id,
             rebalance=Rebalance(on_revoked=self._revoked, on_assigned=self._on_assigned),
@@ -122,7 +131,10 @@ class Runner:
             # Before joining the group: the first job should not pay for lazy CUDA set-up (or compilation).
             await self.generator.run_in_thread(self.generator.warm_up)
             await consumer.start()
-            log.info("runner ready", runner_id=self.runner_id, device=self.generator.device)
+            log.info(
+                "runner ready", runner_id=self.runner_id, device=self.generator.device,
+                model=self.catalog.model_name, topic=self.request_topic,
+            )
             while True:
                 try:
                     await self._consume_one(consumer)
@@ -271,7 +283,7 @@ class Runner:
                 log.info("job already finished: its terminal event again", state=status.state, seq=status.seq)
                 await self._commit(record, [self._event_write(terminal_event(status))])
                 return
-            if (refusal := self._refusal(job, record)) is not None:
+            if (refusal := self._refusal(job, record) or self._misrouted(job)) is not None:
                 await self._fail(record, status, refusal, dead_letter=True)
                 return
             if status.state is JobState.IN_PROGRESS and status.attempt >= self.settings.max_job_attempts:
@@ -376,6 +388,16 @@ class Runner:
         if signed_by_api(self.settings.job_signing_secret, record.value or b"", dict(record.headers)):
             return None
         return "owner not allowed"
+
+    def _misrouted(self, job: Job) -> str | None:
+        """Why a job on this topic is not this runner's to run: it names another configured model (a job written
+        straight to Kafka, onto the wrong topic). An unknown model fails later, listing the configured ones."""
+        if job.model in self.catalog.models or job.model not in self.models.models:
+            return None
+        return (
+            f"model: {job.model!r} is served from topic {self.models.request_topic(self.topics, job.model)}, "
+            f"not {self.request_topic}; write the job there"
+        )
 
     async def _commit(
         self, record: Record, writes: list[Write], before_commit: Callable[[], None] | None = None

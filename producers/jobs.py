@@ -18,6 +18,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from contract.catalog import Catalog
 from contract.errors import QueueError, RecordRejected, SubmitRefused, SubmitUnconfirmed
 from contract.events import Event, EventType
 from contract.job import Job
@@ -86,9 +87,12 @@ class JobProducer:
         timeout_s: float,
         settle_s: float,
         signing_secret: str = "",
+        catalog: Catalog | None = None,
     ) -> None:
         self._producer = producer
         self._topics = topics
+        # Routes each job to its model's request topic (one model: the one topic).
+        self._catalog = catalog or Catalog()
         self._timeout_s = timeout_s
         self._settle_s = settle_s
         self._signing_secret = signing_secret
@@ -173,9 +177,8 @@ class JobProducer:
             await asyncio.wait((state_ack, event_ack))  # cancelled by the deadline, it leaves the sends be
             for ack in (state_ack, event_ack):
                 ack.result()  # raises what Kafka answered, if it refused
-            request_ack = await enqueue(
-                self._producer, self._topics.requests, request, job_key, self._signed(request), hashed
-            )
+            topic = self._catalog.request_topic(self._topics, job.model)
+            request_ack = await enqueue(self._producer, topic, request, job_key, self._signed(request), hashed)
         try:
             await request_ack
         except KafkaError as exc:

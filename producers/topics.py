@@ -9,6 +9,7 @@ from __future__ import annotations
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 
+from contract.catalog import Catalog
 from contract.settings import Settings
 from contract.topics import Topics, TopicSpec, min_insync_replicas
 from producers.kafka_security import client_security
@@ -18,12 +19,14 @@ log = structlog.get_logger(__name__)
 
 
 async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> None:
-    """Create the job topics (or the given `specs`) that do not exist yet, with their configs; give existing
-    ones the partitions they lack (EASEL_REQUEST_PARTITIONS raised on a running cluster: more runners work).
+    """Create the job topics (every configured model's request topic among them) or the given `specs` that do not
+    exist yet, with their configs; give existing ones the partitions they lack (EASEL_REQUEST_PARTITIONS raised on
+    a running cluster: more runners work).
 
-    Kafka cannot take partitions away: a topic with more than configured keeps them.
+    Kafka cannot take partitions away: a topic with more than configured keeps them. A topic of a model no longer
+    configured is left as it is.
     """
-    wanted = specs if specs is not None else Topics(settings.topic_prefix).specs(settings.request_partitions)
+    wanted = specs if specs is not None else job_topic_specs(settings)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap, client_id="easel-admin", **client_security(settings)
     )
@@ -46,6 +49,11 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
         log.info("topics created", topics=[s.name for s in missing])
     finally:
         await admin.close()
+
+
+def job_topic_specs(settings: Settings) -> list[TopicSpec]:
+    routed = Catalog.from_settings(settings).routed
+    return Topics(settings.topic_prefix).specs(settings.request_partitions, routed)
 
 
 async def _grow(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:

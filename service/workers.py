@@ -1,9 +1,9 @@
 """How many runners there are, and how many of them run a job: RunPod's `/health` `workers`.
 
-A runner is a member of the runners' consumer group (`Topics.runner_group`), so the group's description is the
-list of live runners; the state view says which runners run a job. The answer is kept for `CACHE_S`, so /health
-cannot hammer the broker; while the broker cannot be asked, it is what the view knows (the runners with a running
-job, none idle).
+A runner is a member of its model's runner group (`Topics.runner_group_for`), so the groups' descriptions list the
+live runners of every model; the state view says which runners run a job. The answer is kept for `CACHE_S`, so
+/health cannot hammer the broker; while the broker cannot be asked, it is what the view knows (the runners with a
+running job, none idle).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from consumers.state_view import StateView
+from contract.catalog import Catalog
 from contract.settings import Settings
 from contract.topics import RUNNER_CLIENT_PREFIX, Topics
 from producers.kafka_security import client_security
@@ -35,7 +36,7 @@ class Workers:
 class WorkerCensus:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._group = Topics(settings.topic_prefix).runner_group
+        self._groups = Catalog.from_settings(settings).runner_groups(Topics(settings.topic_prefix))
         self._lock = asyncio.Lock()
         self._members: list[str] | None = None  # the runner ids of the group's members, as last asked
         self._asked_at = float("-inf")
@@ -65,11 +66,11 @@ class WorkerCensus:
             async with asyncio.timeout(ASK_TIMEOUT_S):  # closing included: /health waits for none of it longer
                 try:
                     await admin.start()
-                    responses = await admin.describe_consumer_groups([self._group])
+                    responses = await admin.describe_consumer_groups(self._groups)
                 finally:
                     await admin.close()
         except (KafkaError, OSError, TimeoutError) as exc:
-            log.warning("could not describe the runners' group; counting from the state view", error=repr(exc))
+            log.warning("could not describe the runners' groups; counting from the state view", error=repr(exc))
             return None
         # DescribeGroupsResponse: groups of (error_code, group_id, state, protocol_type, protocol, members, ...),
         # members of (member_id, client_id, ...).

@@ -1,6 +1,6 @@
-"""Which jobs asked for webhooks: a mirror of the requests topic, job id → where and what to deliver.
+"""Which jobs asked for webhooks: mirrors of the request topics (one per model), job id → where and what to deliver.
 
-Read from the requests topic rather than from events so that jobs written straight to Kafka get
+Read from the request topics rather than from events so that jobs written straight to Kafka get
 their webhooks too, and no event has to carry the URL. A job's request is on Kafka before any of
 its runner events (the runner read it from there), so one `sync()` finds the target of any event.
 """
@@ -15,6 +15,7 @@ import structlog
 from pydantic import ValidationError
 
 from consumers.topic_mirror import TopicMirror
+from contract.catalog import Catalog
 from contract.job import Job
 from contract.serialization import decode
 from contract.settings import Settings
@@ -36,14 +37,23 @@ class Targets:
     def __init__(self, settings: Settings) -> None:
         self._targets: dict[str, WebhookTarget] = {}
         self._without: set[str] = set()  # jobs known to want no webhook: no sync needed for their events
-        topic = Topics(settings.topic_prefix).requests
-        self._mirror = TopicMirror(settings, topic, self._apply, "easel-webhook-targets")
+        topics = Catalog.from_settings(settings).request_topics(Topics(settings.topic_prefix))
+        self._mirrors = [TopicMirror(settings, topic, self._apply, "easel-webhook-targets") for topic in topics]
 
     async def start(self) -> None:
-        await self._mirror.start()
+        try:
+            for mirror in self._mirrors:
+                await mirror.start()
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
-        await self._mirror.stop()
+        for mirror in self._mirrors:
+            await mirror.stop()
+
+    async def _sync(self) -> None:
+        await asyncio.gather(*(mirror.sync() for mirror in self._mirrors))
 
     async def lookup(self, job_id: str, wait_s: float = 0.0) -> WebhookTarget | None:
         """The job's target; syncs once if the job is unknown, and keeps looking for up to `wait_s`."""
@@ -51,7 +61,7 @@ class Targets:
         while True:
             if (target := self._targets.get(job_id)) is not None or job_id in self._without:
                 return target
-            await self._mirror.sync()
+            await self._sync()
             if (target := self._targets.get(job_id)) is not None or job_id in self._without:
                 return target
             if time.monotonic() >= deadline:
