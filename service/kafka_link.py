@@ -12,6 +12,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from consumers.state_view import StateView
+from contract.catalog import Catalog
 from contract.errors import KafkaUnavailable
 from contract.settings import Settings
 from contract.topics import Topics
@@ -77,6 +78,7 @@ class KafkaLink:
         self.producer, self._view = producer, view
         settings = self.settings
         self._jobs = JobProducer(
-            producer, self.topics, settings.submit_timeout_s, settings.submit_settle_s, settings.job_signing_secret
+            producer, self.topics, settings.submit_timeout_s, settings.submit_settle_s, settings.job_signing_secret,
+            Catalog.from_settings(settings),  # each job to its model's request topic
         )
         log.info("connected to Kafka", bootstrap=self.settings.bootstrap)
