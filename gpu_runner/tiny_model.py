@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderTiny,
     EulerDiscreteScheduler,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
@@ -53,9 +54,10 @@ def write_tiny_tokenizer(path: Path) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(str(path), model_max_length=77)
 
 
-def build_tiny_sdxl(workdir: Path) -> StableDiffusionXLPipeline:
+def build_tiny_unet() -> UNet2DConditionModel:
+    """The tiny base's UNet (seeded: the same weights every time)."""
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(2, 4),
         layers_per_block=2,
         sample_size=32,
@@ -72,6 +74,27 @@ def build_tiny_sdxl(workdir: Path) -> StableDiffusionXLPipeline:
         cross_attention_dim=64,  # hidden sizes of both text encoders, 32 + 32
         norm_num_groups=1,
     )
+
+
+def tiny_text_encoder_config() -> CLIPTextConfig:
+    """Both tiny text encoders' shape."""
+    return CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+        vocab_size=1000,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        layer_norm_eps=1e-05,
+        hidden_act="gelu",
+        projection_dim=32,
+    )
+
+
+def build_tiny_sdxl(workdir: Path) -> StableDiffusionXLPipeline:
+    unet = build_tiny_unet()
     scheduler = _sdxl_scheduler()
     torch.manual_seed(0)
     vae = AutoencoderKL(
@@ -85,19 +108,7 @@ def build_tiny_sdxl(workdir: Path) -> StableDiffusionXLPipeline:
         up_block_types=["UpDecoderBlock2D"] * 4,
     )
     torch.manual_seed(0)
-    config = CLIPTextConfig(
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=1,
-        vocab_size=1000,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=5,
-        layer_norm_eps=1e-05,
-        hidden_act="gelu",
-        projection_dim=32,
-    )
+    config = tiny_text_encoder_config()
     tokenizer = write_tiny_tokenizer(workdir / "tokenizer-src")
     return StableDiffusionXLPipeline(
         vae=vae,
@@ -170,6 +181,25 @@ def save_tiny_refiner(target: Path) -> Path:
         build_tiny_refiner(build_tiny_sdxl(Path(workdir) / "base")).save_pretrained(str(building))
         shutil.rmtree(target, ignore_errors=True)
         building.rename(target)
+    return target
+
+
+def build_tiny_taesd() -> AutoencoderTiny:
+    """A tiny TAESD (diffusers' AutoencoderTiny) for the tiny base's latents: 4 channels, decoded 8× larger (three
+    upsampling blocks), as madebyollin/taesdxl does for SDXL. Random but seeded: previews of noise."""
+    torch.manual_seed(0)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(4, 4, 4, 4),
+        decoder_block_out_channels=(4, 4, 4, 4),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+    )
+
+
+def save_tiny_taesd(target: Path) -> Path:
+    """The tiny TAESD saved with save_pretrained, so EASEL_PREVIEW_VAE loads it with the real loader."""
+    build_tiny_taesd().save_pretrained(str(target))
     return target
 
 
