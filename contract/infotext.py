@@ -21,6 +21,8 @@ def infotext(spec: dict[str, Any], seed: int, model: str = "default") -> str:
         "Seed": seed,
         "Size": f"{spec.get('width')}x{spec.get('height')}",
         "Model": model,
+        "Denoising strength": spec.get("strength") if spec.get("init_image") else None,  # img2img only, as A1111
+        "Mask blur": spec.get("mask_blur") if spec.get("mask_image") else None,  # inpainting only
         "Refiner": spec.get("refiner"),  # A1111 writes both only when a refiner ran
         "Refiner switch at": spec.get("refiner_switch_at") if spec.get("refiner") else None,
         "Version": "easel",

@@ -1,4 +1,9 @@
-"""AUTOMATIC1111's /sdapi/v1: txt2img payloads in, `{images, parameters, info}` out.
+"""AUTOMATIC1111's /sdapi/v1: txt2img and img2img payloads in, `{images, parameters, info}` out.
+
+img2img takes one init image (`init_images`, base64), `denoising_strength`, and for inpainting a `mask` with
+`mask_blur`, `inpainting_fill` 0 (fill, done on intake) or 1 (original), `inpaint_full_res` with its padding
+(diffusers' `padding_mask_crop`) and `inpainting_mask_invert` (done on intake). What diffusers cannot do as A1111
+does is refused by name: other fills, other resize modes, other noise multipliers.
 
 Errors as A1111 (FastAPI) answers them: 422 `{"detail": [{"loc", "msg", "type"}]}` for a bad body (malformed
 JSON included), `{"detail": "Not Found"}` for an unknown route, and A1111's own
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -71,10 +77,40 @@ class Txt2ImgPayload(BaseModel):
     save_images: bool = False
 
 
+class Img2ImgPayload(Txt2ImgPayload):
+    """The img2img body as A1111 declares it (StableDiffusionProcessingImg2Img), with its defaults.
+
+    `init_images` and `mask` are Any: an echoed request carries stored markers in their place.
+    """
+
+    init_images: list[Any] = Field(default_factory=list)
+    resize_mode: int = 0
+    denoising_strength: float = 0.75
+    image_cfg_scale: float | None = None
+    mask: Any = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    include_init_images: bool = False
+
+
 TXT2IMG_DEFAULTS: dict[str, Any] = Txt2ImgPayload().model_dump()
+IMG2IMG_DEFAULTS: dict[str, Any] = Img2ImgPayload().model_dump()
 # The payload's names for job fields that A1111 names differently (job field → A1111's name).
 FIELD_NAMES = {"guidance": "cfg_scale", "sampler": "sampler_name", "schedule": "scheduler", "num_images": "batch_size",
-               "model": "override_settings.sd_model_checkpoint"}
+               "model": "override_settings.sd_model_checkpoint", "strength": "denoising_strength",
+               "init_image": "init_images", "mask_image": "mask", "mask_crop_padding": "inpaint_full_res_padding"}
+# Where an img2img payload carries its images.
+IMAGE_PATHS: dict[str, tuple[str | int, ...]] = {"init_image": ("init_images", 0), "mask_image": ("mask",)}
+# inpainting_fill: what A1111 puts under the mask before denoising. 1 (original) is what diffusers' inpainting does;
+# 0 (fill: the surrounding colours, blurred) is done on intake, to the init image stored.
+FILL, ORIGINAL = 0, 1
+_FILLS = {FILL: "fill", ORIGINAL: "original"}
 # txt2img is synchronous: a job that did not complete is an error answer, with this status. A CANCELLED one was
 # interrupted (A1111's only way to stop a job): it answers 200 with what it has, as A1111 does.
 _NOT_COMPLETED_STATUS = {JobState.FAILED: 500, JobState.TIMED_OUT: 409}
@@ -91,10 +127,12 @@ _UNSUPPORTED = {
 }
 
 
-def parse(payload: dict[str, Any], defaults: dict[str, Any] | None = None) -> Txt2ImgPayload:
+def parse(
+    payload: dict[str, Any], defaults: dict[str, Any] | None = None, model: type[Txt2ImgPayload] = Txt2ImgPayload
+) -> Txt2ImgPayload:
     """The payload with `defaults` (A1111's unless given) filled in; InvalidField for a wrong type."""
     try:
-        return Txt2ImgPayload.model_validate({**(defaults or TXT2IMG_DEFAULTS), **payload})
+        return model.model_validate({**(defaults or TXT2IMG_DEFAULTS), **payload})
     except ValidationError as exc:
         details = [
             {"field": ".".join(str(part) for part in e["loc"]) or "body", "rule": e["msg"], "type": e["type"]}
@@ -146,6 +184,66 @@ def job_fields(
     } | _refiner_fields(refiner, p.refiner_switch_at)
 
 
+@dataclass(frozen=True)
+class Img2ImgIntake:
+    """What the API does to an img2img payload's images on intake, before storing them."""
+
+    invert_mask: bool = False
+    fill_masked: bool = False
+
+
+def img2img_fields(
+    payload: dict[str, Any],
+    model_names: tuple[str, ...],
+    defaults: dict[str, Any] | None = None,
+    refiner_names: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """JobSpec fields from an img2img payload; `init_image` / `mask_image` hold the images as sent
+    (service.input_images stores them, and puts their keys in). `intake` says what to do to them first."""
+    defaults = defaults or IMG2IMG_DEFAULTS
+    fields = job_fields(payload, model_names, defaults, refiner_names)
+    p = _img2img(payload, defaults)
+    if len(p.init_images) != 1:
+        raise InvalidField(f"must hold exactly one image; it holds {len(p.init_images)}", "init_images")
+    if p.resize_mode != 0:
+        raise InvalidField("only 0 (just resize) is supported: the init image is resized to width × height",
+                           "resize_mode")
+    if p.initial_noise_multiplier not in (None, 1):
+        raise InvalidField("only 1 is supported", "initial_noise_multiplier")
+    if p.include_init_images:
+        raise InvalidField("the answer never carries the input images back; send false", "include_init_images")
+    fields |= {"init_image": p.init_images[0], "strength": p.denoising_strength}
+    if p.mask is None:  # A1111 ignores the inpainting fields without a mask
+        return fields
+    if p.inpainting_fill not in _FILLS:
+        raise InvalidField("only 0 (fill) and 1 (original) are supported: diffusers' inpainting starts from the "
+                           "image under the mask", "inpainting_fill")
+    if p.inpainting_mask_invert not in (0, 1):
+        raise InvalidField("must be 0 (repaint the white) or 1 (repaint the black)", "inpainting_mask_invert")
+    if p.mask_blur is None and p.mask_blur_x != p.mask_blur_y:
+        raise InvalidField("different horizontal and vertical blurs are not supported; send mask_blur", "mask_blur_x")
+    return fields | {
+        "mask_image": p.mask,
+        "mask_blur": p.mask_blur if p.mask_blur is not None else p.mask_blur_x,
+        "mask_crop_padding": p.inpaint_full_res_padding if p.inpaint_full_res else None,
+    }
+
+
+def intake(payload: dict[str, Any], defaults: dict[str, Any] | None = None) -> Img2ImgIntake:
+    """What the API does to an img2img payload's images before storing them (the payload passed
+    `img2img_fields`)."""
+    p = _img2img(payload, defaults or IMG2IMG_DEFAULTS)
+    if p.mask is None:
+        return Img2ImgIntake()
+    return Img2ImgIntake(invert_mask=p.inpainting_mask_invert == 1, fill_masked=p.inpainting_fill == FILL)
+
+
+def _img2img(payload: dict[str, Any], defaults: dict[str, Any]) -> Img2ImgPayload:
+    p = parse(payload, defaults, Img2ImgPayload)
+    assert isinstance(p, Img2ImgPayload)
+    return p
+
+
 def _refiner_fields(refiner: str | None, switch_at: float | None) -> dict[str, Any]:
     """A1111 ignores `refiner_switch_at` without a refiner; with one, the contract defaults it to 0.8."""
     if refiner is None:
@@ -191,7 +289,7 @@ def info(status: JobStatus, base_name: str = DEFAULT_MODEL) -> str:
             "sd_vae_hash": None,
             "seed_resize_from_w": -1,
             "seed_resize_from_h": -1,
-            "denoising_strength": 0,
+            "denoising_strength": spec.get("strength") or 0,
             "extra_generation_params": _extra_generation_params(spec),
             "index_of_first_image": 0,
             "infotexts": [infotext(spec, seed, model) for seed in seeds],
@@ -206,6 +304,8 @@ def info(status: JobStatus, base_name: str = DEFAULT_MODEL) -> str:
 
 def _extra_generation_params(spec: dict[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {"Schedule type": spec.get("schedule")}
+    if spec.get("mask_image"):
+        extra["Mask blur"] = spec.get("mask_blur")
     if spec.get("refiner"):
         extra |= {"Refiner": spec["refiner"], "Refiner switch at": spec.get("refiner_switch_at")}
     return extra
@@ -214,7 +314,7 @@ def _extra_generation_params(spec: dict[str, Any]) -> dict[str, Any]:
 def txt2img_answer(
     status: JobStatus, images_b64: list[str], payload: dict[str, Any], base_name: str = DEFAULT_MODEL
 ) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, body) of a synchronous txt2img once its job ended, or the wait for it did."""
+    """(HTTP status, body) of a synchronous txt2img or img2img once its job ended, or the wait for it did."""
     if status.state in (JobState.COMPLETED, JobState.CANCELLED):
         return 200, txt2img_response(status, images_b64, payload, base_name)
     if not status.is_terminal:  # A1111 has no "come back later": say it did not finish
@@ -228,7 +328,8 @@ def txt2img_answer(
 def txt2img_response(
     status: JobStatus, images_b64: list[str], payload: dict[str, Any], base_name: str = DEFAULT_MODEL
 ) -> dict[str, Any]:
-    """`{images, parameters, info}`; `images` is empty when the payload says `send_images: false`."""
+    """`{images, parameters, info}` (of txt2img, or of img2img for a job with an init image); `images` is empty
+    when the payload says `send_images: false`."""
     parameters = parameters_that_ran(status, payload)
     images = images_b64 if parameters["send_images"] else []
     return {"images": images, "parameters": parameters, "info": info(status, base_name)}
@@ -244,7 +345,11 @@ def parameters_that_ran(status: JobStatus, payload: dict[str, Any]) -> dict[str,
         ran["sampler_index"] = spec.get("sampler")
     if not payload.get("scheduler") and spec.get("schedule"):
         ran["scheduler"] = spec["schedule"]
-    given = parse(payload).model_dump()  # already validated once: cannot fail now
+    if spec.get("init_image"):
+        given = _img2img(payload, IMG2IMG_DEFAULTS).model_dump()  # validated once: cannot fail now
+        given |= {"init_images": None, "mask": None}  # as A1111 answers: the images are not sent back
+    else:
+        given = parse(payload).model_dump()
     return given | {k: v for k, v in ran.items() if k not in payload and v is not None}
 
 

@@ -1,4 +1,8 @@
-"""ModelsLab realtime text2img (v6): `key` in the body; answers success / processing / error.
+"""ModelsLab realtime text2img, img2img and inpaint (v6): `key` in the body; answers success / processing / error.
+
+img2img takes `init_image` and `strength`, inpaint also `mask_image`: each an http(s) URL or base64 (a data URL
+too). `lora_model` (comma-separated names) and `lora_strength` (comma-separated weights, or one for all) apply
+LoRAs on every kind.
 
 Flags (`safety_checker`, `base64`, `instant_response`, `enhance_prompt`) are read by one rule, `flag`: ModelsLab's
 clients send booleans, "yes" / "no", "true" / "false" and 1 / 0 alike. `track_id` (a string, or the integer many
@@ -37,10 +41,17 @@ RESPONSE_STATUS = {
 }
 WEBHOOK_STATUS = RESPONSE_STATUS | {state: "failed" for state, name in RESPONSE_STATUS.items() if name == "error"}
 # The body's names for job fields that ModelsLab names differently (job field → ModelsLab's name).
-FIELD_NAMES = {"num_images": "samples", "steps": "num_inference_steps", "guidance": "guidance_scale"}
+FIELD_NAMES = {"num_images": "samples", "steps": "num_inference_steps", "guidance": "guidance_scale",
+               "loras": "lora_model"}
 FLAGS = ("safety_checker", "instant_response", "base64", "enhance_prompt")
 FIELDS = {"key", "prompt", "negative_prompt", "width", "height", "samples", "seed", "webhook", "track_id",
-          "num_inference_steps", "guidance_scale", "enhance_style", *FLAGS}
+          "num_inference_steps", "guidance_scale", "enhance_style", "lora_model", "lora_strength", *FLAGS}
+# The realtime endpoints by what they do: the images each requires (and so takes), besides FIELDS.
+KINDS: dict[str, tuple[str, ...]] = {
+    "text2img": (), "img2img": ("init_image",), "inpaint": ("init_image", "mask_image"),
+}
+# Where a request carries its input images (each a URL or base64; the job carries the keys they are stored at).
+IMAGE_PATHS: dict[str, tuple[str | int, ...]] = {"init_image": ("init_image",), "mask_image": ("mask_image",)}
 TRUE_WORDS = ("yes", "true", "1")
 FALSE_WORDS = ("no", "false", "0")
 # ModelsLab rewrites prompts with these; Easel runs the prompt as sent, and says so in `meta`.
@@ -55,14 +66,19 @@ def new_job_id() -> str:
     return str(secrets.randbelow(2**53 - 1) + 1)
 
 
-def job_fields(body: dict[str, Any], safety_checker_available: bool = False) -> dict[str, Any]:
-    """JobSpec fields from a text2img body; numeric strings are accepted where ModelsLab sends them.
+def job_fields(body: dict[str, Any], safety_checker_available: bool = False, kind: str = "text2img") -> dict[str, Any]:
+    """JobSpec fields from a text2img, img2img or inpaint body (`kind`); numeric strings are accepted where
+    ModelsLab sends them. `init_image` / `mask_image` hold the images as sent (service.input_images stores them).
 
     `safety_checker_available`: a checker is configured, so `safety_checker: true` can be honoured.
     """
-    unknown = sorted(body.keys() - FIELDS)
+    images = KINDS[kind]
+    unknown = sorted(body.keys() - FIELDS - set(images) - ({"strength"} if images else set()))
     if unknown:
         raise InvalidField("is not a known field", unknown[0])
+    for name in images:
+        if body.get(name) in (None, ""):
+            raise InvalidField(f"{name} is required", name)
     for name in FLAGS:  # every flag checked at submit: `flag` reads them from the echoed request later
         flag(body, name)
     _track_id(body)
@@ -85,7 +101,41 @@ def job_fields(body: dict[str, Any], safety_checker_available: bool = False) -> 
     }
     if not 1 <= fields["num_images"] <= 4:
         raise InvalidField("samples must be between 1 and 4", "samples")
-    return fields
+    if images:
+        fields |= {name: body[name] for name in images}
+        if body.get("strength") is not None:
+            fields["strength"] = _number(body, "strength", 0, float)
+    return fields | _loras(body)
+
+
+def _loras(body: dict[str, Any]) -> dict[str, Any]:
+    """`lora_model` "a,b" with `lora_strength` "0.6,0.8" (one weight per name, or one for all; 1 when absent)."""
+    names_sent, weights_sent = body.get("lora_model"), body.get("lora_strength")
+    if names_sent is None or names_sent == "":
+        if weights_sent not in (None, ""):
+            raise InvalidField("lora_strength needs a lora_model", "lora_strength")
+        return {}
+    if not isinstance(names_sent, str):
+        raise InvalidField("lora_model must be a comma-separated string of LoRA names", "lora_model")
+    names = [name.strip() for name in names_sent.split(",")]
+    if not all(names):
+        raise InvalidField("lora_model must be a comma-separated string of LoRA names", "lora_model")
+    weights = _weights(weights_sent)
+    if len(weights) == 1:
+        weights *= len(names)
+    if len(weights) != len(names):
+        raise InvalidField(f"lora_strength must hold one weight, or one per LoRA ({len(names)})", "lora_strength")
+    return {"loras": [{"name": name, "weight": weight} for name, weight in zip(names, weights, strict=True)]}
+
+
+def _weights(sent: object) -> list[float]:
+    if sent is None or sent == "":
+        return [1.0]
+    parts: list[object] = list(sent.split(",")) if isinstance(sent, str) else [sent]
+    try:
+        return [_weight(part) for part in parts]
+    except ValueError:
+        raise InvalidField("lora_strength must be a number or comma-separated numbers", "lora_strength") from None
 
 
 def _number(body: dict[str, Any], field: str, default: float, kind: type[int] | type[float]) -> Any:
@@ -133,6 +183,12 @@ def webhook_track_id(body: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _weight(part: object) -> float:
+    if isinstance(part, bool) or not isinstance(part, int | float | str):
+        raise ValueError(part)
+    return float(part)
+
+
 def _side(body: dict[str, Any], field: str) -> int:
     value = _number(body, field, 512, int)
     if not 64 <= value <= MAX_SIDE:
@@ -159,6 +215,8 @@ def meta(status: JobStatus) -> dict[str, Any]:
         "file_prefix": status.job_id,
         "enhance_prompt": "no",  # what ran: the prompt as sent
         "enhance_style": None,
+        **({"strength": spec["strength"]} if spec.get("strength") is not None else {}),
+        **({"lora_model": ",".join(lora["name"] for lora in spec["loras"])} if spec.get("loras") else {}),
         **notes,
     }
 

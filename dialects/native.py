@@ -12,6 +12,9 @@ from typing import Any
 from contract.errors import INTERNAL_MESSAGE, UNAVAILABLE_MESSAGE, ClientError, KafkaUnavailable
 from contract.states import JobStatus
 
+# Where a request carries its input images (base64 or an http(s) URL; the job carries the keys they are stored at).
+IMAGE_PATHS: dict[str, tuple[str | int, ...]] = {"init_image": ("init_image",), "mask_image": ("mask_image",)}
+
 
 def job_url(base_url: str, job_id: str) -> str:
     return f"{base_url}/v1/jobs/{job_id}"

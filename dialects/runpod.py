@@ -1,9 +1,14 @@
 """RunPod serverless: `{"input": ...}` bodies in three shapes, and the status envelope out.
 
 Shapes, told apart by content:
-- `a1111-api`: the A1111 worker's `{"api": {"method", "endpoint"}, "payload": {txt2img}}` (seed 001);
-- `a1111`: the official A1111 worker's plain txt2img payload as `input`;
-- `public`: RunPod's public image endpoints (`prompt`, `num_inference_steps`, `guidance`, ...) (seed 003).
+- `a1111-api`: the A1111 worker's `{"api": {"method", "endpoint"}, "payload": {...}}` for txt2img (seed 001) or
+  img2img (`sdapi/v1/img2img`);
+- `a1111`: the official A1111 worker's plain txt2img or img2img (it has `init_images`) payload as `input`;
+- `public`: RunPod's public image endpoints (`prompt`, `num_inference_steps`, `guidance`, ...) (seed 003), with
+  the native `init_image`, `mask_image`, `strength` for img2img and inpainting.
+
+Input images (base64 or http(s) URLs) are stored by the API; the echoed `input` carries `{"stored": <key>}` in
+their place, so no image travels on Kafka or counts against the echo cap.
 
 Every shape may carry `input.track_id` (a string): it is taken out before the shape is read, and comes back in
 webhooks (top-level `track_id`, and in the echoed `input`). The endpoint id in `/v2/{endpoint_id}/...` is free;
@@ -25,16 +30,21 @@ from contract.job import MAX_EXECUTION_TIMEOUT_S, MAX_TTL_S
 from contract.states import JobState, JobStatus
 from dialects import a1111
 
-SUPPORTED_ENDPOINTS = ("sdapi/v1/txt2img",)
+IMG2IMG_ENDPOINT = "sdapi/v1/img2img"
+SUPPORTED_ENDPOINTS = ("sdapi/v1/txt2img", IMG2IMG_ENDPOINT)
 # Fields only an A1111 payload has; their presence selects the plain A1111 shape.
 _A1111_KEYS = {"cfg_scale", "sampler_name", "sampler_index", "batch_size", "n_iter", "steps", "scheduler",
-               "override_settings", "restore_faces", "enable_hr", "refiner_checkpoint", "subseed"}
+               "override_settings", "restore_faces", "enable_hr", "refiner_checkpoint", "subseed", "init_images",
+               "denoising_strength"}
 _PUBLIC_KEYS = {"prompt", "negative_prompt", "width", "height", "num_inference_steps", "guidance", "seed",
-                "num_images", "output_format"}
+                "num_images", "output_format", "init_image", "mask_image", "strength"}
 # The public shape's names that are not the job's (job field → the client's name).
 _PUBLIC_NAMES = {"steps": "num_inference_steps"}
+_PUBLIC_IMAGE_PATHS: dict[str, tuple[str | int, ...]] = {"init_image": ("init_image",), "mask_image": ("mask_image",)}
 # The A1111 worker's schema defaults (steps 20, sampler Euler a), not upstream A1111's.
-WORKER_DEFAULTS = {**a1111.TXT2IMG_DEFAULTS, "steps": 20, "sampler_index": "Euler a"}
+_WORKER = {"steps": 20, "sampler_index": "Euler a"}
+WORKER_DEFAULTS = {**a1111.TXT2IMG_DEFAULTS, **_WORKER}
+WORKER_IMG2IMG_DEFAULTS = {**a1111.IMG2IMG_DEFAULTS, **_WORKER}
 TRACK_ID = "track_id"
 MAX_TRACK_ID_LENGTH = 256
 # `lowPriority` only keeps RunPod from scaling workers up: Easel has no such thing, so it changes nothing here.
@@ -62,12 +72,14 @@ def job_fields(
     track_id(body)  # refused here, by its name, before the shape's own fields
     job_input = {k: v for k, v in job_input.items() if k != TRACK_ID}
     shape = shape_of(job_input)
-    if shape == "a1111-api":
-        fields = a1111.job_fields(_payload(job_input), model_names, WORKER_DEFAULTS, refiner_names)
-    elif shape == "a1111":
-        fields = a1111.job_fields(job_input, model_names, WORKER_DEFAULTS, refiner_names)
-    else:
+    if shape == "public":
         fields = _public_fields(job_input)
+    else:
+        payload = _payload(job_input) if shape == "a1111-api" else job_input
+        if is_img2img(job_input):
+            fields = a1111.img2img_fields(payload, model_names, WORKER_IMG2IMG_DEFAULTS, refiner_names)
+        else:
+            fields = a1111.job_fields(payload, model_names, WORKER_DEFAULTS, refiner_names)
     if endpoint_id in model_names and fields.get("model", DEFAULT_MODEL) == DEFAULT_MODEL:
         fields["model"] = endpoint_id
     fields |= _policy(body.get("policy"), max_execution_s)
@@ -82,6 +94,27 @@ def track_id(body: dict[str, Any]) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_TRACK_ID_LENGTH:
         raise InvalidField(f"must be a string of at most {MAX_TRACK_ID_LENGTH} characters", f"input.{TRACK_ID}")
     return value
+
+
+def is_img2img(job_input: dict[str, Any]) -> bool:
+    """An A1111-shaped input for img2img: the worker's `sdapi/v1/img2img`, or a plain payload with init_images."""
+    api = job_input.get("api")
+    if isinstance(api, dict):
+        return str(api.get("endpoint", "")).lstrip("/") == IMG2IMG_ENDPOINT
+    return "payload" not in job_input and "init_images" in job_input
+
+
+def images_of(job_input: dict[str, Any]) -> tuple[dict[str, tuple[str | int, ...]], a1111.Img2ImgIntake]:
+    """Where an input (that passed `job_fields`) carries its images, from `input`, and what intake does to them."""
+    shape = shape_of(job_input)
+    if shape == "public":
+        return _PUBLIC_IMAGE_PATHS, a1111.Img2ImgIntake()
+    if not is_img2img(job_input):
+        return {}, a1111.Img2ImgIntake()
+    if shape == "a1111-api":
+        paths = {field: ("payload", *path) for field, path in a1111.IMAGE_PATHS.items()}
+        return paths, a1111.intake(job_input["payload"], WORKER_IMG2IMG_DEFAULTS)
+    return a1111.IMAGE_PATHS, a1111.intake(job_input, WORKER_IMG2IMG_DEFAULTS)
 
 
 def _input(body: dict[str, Any]) -> dict[str, Any]:

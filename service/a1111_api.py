@@ -1,4 +1,4 @@
-"""AUTOMATIC1111's /sdapi/v1, served natively: synchronous txt2img, progress, interrupt, catalogues.
+"""AUTOMATIC1111's /sdapi/v1, served natively: synchronous txt2img and img2img, progress, interrupt, catalogues.
 
 Errors are rendered in A1111's shapes by `dialects.a1111.error_answer` (service/errors.py picks it by path).
 """
@@ -12,10 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from contract.events import EventType
+from contract.job import Job, new_job_id
 from contract.samplers import SAMPLER_INFO, SCHEDULE_INFO, UNSUPPORTED_SCHEDULES
 from contract.states import Progress
 from dialects import a1111
-from service.requests import json_object
+from service.input_images import read_images, split_images
+from service.requests import json_object, json_with_images
 from service.state import AppState
 from service.streaming import hub_of
 from service.submission import build_job, enqueue, images_base64, request_cancel, wait_terminal
@@ -28,7 +30,29 @@ async def txt2img(request: Request) -> Response:
     payload.pop("key", None)  # the key is never stored on Kafka nor echoed in `parameters`
     fields = a1111.job_fields(payload, app.model_names, refiner_names=app.refiner_names)
     job = build_job(app, fields, owner, dialect="a1111", client_input=payload, names=a1111.FIELD_NAMES)
-    status = await enqueue(app, job)
+    return await _answer(app, job, payload)
+
+
+async def img2img(request: Request) -> Response:
+    """img2img, and inpainting with a `mask`: one init image as base64, answered as txt2img is."""
+    app: AppState = request.app.state.easel
+    payload = await json_with_images(request, app.settings)
+    owner = app.keys.authenticate(request, payload, basic=True)
+    payload.pop("key", None)
+    fields = a1111.img2img_fields(payload, app.model_names, refiner_names=app.refiner_names)
+    intake = a1111.intake(payload)
+    job_id = new_job_id()
+    fields, sent = split_images(fields, job_id, a1111.IMAGE_PATHS,
+                                invert_mask=intake.invert_mask, fill_masked=intake.fill_masked)
+    echoed = sent.echo(payload)  # the images' keys, never their bytes, travel with the job
+    job = build_job(app, fields, owner, dialect="a1111", job_id=job_id, client_input=echoed, names=a1111.FIELD_NAMES)
+    return await _answer(app, job, echoed, await read_images(app.settings, sent))
+
+
+async def _answer(app: AppState, job: Job, payload: dict[str, Any], input_images: dict[str, bytes] | None = None
+                  ) -> Response:
+    """Run the job, wait for it (A1111 is synchronous), answer `{images, parameters, info}`."""
+    status = await enqueue(app, job, input_images)
     status = await wait_terminal(app, status, app.settings.job_timeout_s)
     code, body = a1111.txt2img_answer(status, await images_base64(app, status), payload, app.catalog.model_name)
     return JSONResponse(body, status_code=code)

@@ -49,6 +49,8 @@ ROUTES = [
     Route("/files/{job_id}/{index:int}", get_file, methods=["GET"]),
     # ModelsLab realtime (seed 002)
     Route("/api/v6/realtime/text2img", modelslab_api.text2img, methods=["POST"]),
+    Route("/api/v6/realtime/img2img", modelslab_api.img2img, methods=["POST"]),
+    Route("/api/v6/realtime/inpaint", modelslab_api.inpaint, methods=["POST"]),
     Route("/api/v6/realtime/fetch/{job_id}", modelslab_api.fetch, methods=["POST"]),
     # RunPod serverless (seeds 001, 003)
     Route("/v2/{endpoint_id}/run", runpod_api.run, methods=["POST"]),
@@ -61,6 +63,7 @@ ROUTES = [
     Route("/v2/{endpoint_id}/health", runpod_api.health, methods=["GET"]),
     # AUTOMATIC1111 (seed 001's payload)
     Route("/sdapi/v1/txt2img", a1111_api.txt2img, methods=["POST"]),
+    Route("/sdapi/v1/img2img", a1111_api.img2img, methods=["POST"]),
     Route("/sdapi/v1/progress", a1111_api.progress, methods=["GET"]),
     Route("/sdapi/v1/interrupt", a1111_api.interrupt, methods=["POST"]),
     Route("/sdapi/v1/samplers", a1111_api.samplers, methods=["GET"]),

@@ -9,11 +9,12 @@ from starlette.responses import JSONResponse, Response
 
 from contract.errors import InvalidField
 from contract.job import Job, JobSpec, check_execution_timeout, new_job_id
-from dialects.native import job_url, render_status
+from dialects.native import IMAGE_PATHS, job_url, render_status
 from service import cancels
 from service.errors import invalid_field
 from service.images import image_response
-from service.requests import bounded_float, json_object
+from service.input_images import read_images, split_images
+from service.requests import bounded_float, json_with_images
 from service.state import AppState
 from service.submission import caught_up, enqueue, owned_status
 from service.webhooks import render_deliveries, vet_webhook
@@ -25,20 +26,24 @@ SERVER_FIELDS = frozenset(Job.model_fields) - frozenset(JobSpec.model_fields) - 
 
 async def submit_job(request: Request) -> Response:
     app: AppState = request.app.state.easel
-    body = await json_object(request)
+    body = await json_with_images(request, app.settings)
     owner = app.keys.authenticate(request, body)
     if (server_field := next((name for name in body if name in SERVER_FIELDS), None)) is not None:
         raise InvalidField("is not a known field", server_field)
-    fields = {name: value for name, value in body.items() if name not in SUBMIT_ONLY_FIELDS}
+    job_id = new_job_id()
+    # init_image / mask_image as sent (base64 or a URL) out, the keys they will be stored under in.
+    fields, sent_images = split_images(
+        {name: value for name, value in body.items() if name not in SUBMIT_ONLY_FIELDS}, job_id, IMAGE_PATHS
+    )
     # Validated once, as the Job (the spec's fields first, so their problems are reported first). Strictly: the
     # native API is typed JSON, so `"steps": true` or `"width": "64"` is a client's mistake to report, not to guess.
-    job = _strict_job({**fields, "id": new_job_id(), "owner": owner, "webhook": _webhook(body), "dialect": "native"})
+    job = _strict_job({**fields, "id": job_id, "owner": owner, "webhook": _webhook(body), "dialect": "native"})
     check_execution_timeout(job, app.settings.job_timeout_s)
     if (problem := app.catalog.problem(job)) is not None:  # model, refiner, safety checker: configured ones only
         field, rule = problem
         raise InvalidField(rule, field)
     await vet_webhook(app.settings, job.webhook, "webhook" if isinstance(body.get("webhook"), str) else "webhook.url")
-    status = await enqueue(app, job)
+    status = await enqueue(app, job, await read_images(app.settings, sent_images))
     # orjson: the same compact JSON as JSONResponse's, in a tenth of the time, on the busiest route.
     return Response(
         orjson.dumps(render_status(status, app.settings.base_url)), status_code=202, media_type="application/json",

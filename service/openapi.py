@@ -175,6 +175,13 @@ def _native_spec() -> dict[str, Any]:
         "description": "a URL, or an object {url, track_id, events}",
         "anyOf": [{"type": "string", "format": "uri"}, {"$ref": "#/components/schemas/WebhookSpec"}],
     }
+    for field, what in (("init_image", "img2img: the init image"), ("mask_image", "inpainting: the mask")):
+        # A client sends the image itself; the job (its status's `spec`) carries the key it was stored under.
+        submit_schema["properties"][field] = {
+            "type": ["string", "null"],
+            "description": f"{what}, as base64 (or a data:image/...;base64, URL) or an http(s) URL; PNG, JPEG or "
+            "WEBP, within EASEL_MAX_INPUT_IMAGE_BYTES and EASEL_MAX_INPUT_IMAGE_PIXELS",
+        }
     submit_schema["properties"]["track_id"] = {"type": "string", "description": "echoed in webhook deliveries"}
     submit_schema["properties"]["key"] = {"type": "string", "description": "API key, if not sent as a Bearer token"}
     submit_schema["additionalProperties"] = False
@@ -342,9 +349,11 @@ _RUNPOD_SCHEMAS: dict[str, dict[str, Any]] = {
             "input": {
                 "type": "object",
                 "description": "one of three shapes: RunPod's public image endpoints (prompt, negative_prompt, width, "
-                "height, num_inference_steps, guidance, seed, num_images, output_format), the A1111 worker's "
-                "txt2img payload, or its {api: {method, endpoint}, payload}; each may carry track_id (a string), "
-                "echoed in webhooks",
+                "height, num_inference_steps, guidance, seed, num_images, output_format, init_image, mask_image, "
+                "strength), the A1111 worker's txt2img or img2img payload, or its {api: {method, endpoint}, "
+                "payload} for sdapi/v1/txt2img or sdapi/v1/img2img; each may carry track_id (a string), echoed in "
+                "webhooks. Input images are base64 or http(s) URLs; the echoed input carries {stored: key} "
+                "in their place",
             },
             "webhook": {"type": "string", "format": "uri"},
             "policy": {

@@ -22,7 +22,8 @@ from contract.states import JobState, JobStatus
 from dialects import a1111, runpod
 from dialects.links import file_urls
 from service import cancels
-from service.requests import json_object
+from service.input_images import read_images, split_images
+from service.requests import json_with_images
 from service.state import AppState
 from service.submission import (
     build_job,
@@ -54,18 +55,22 @@ async def _output(app: AppState, status: JobStatus) -> Any | None:
 async def _submit(request: Request, job_id: str | None = None) -> tuple[AppState, JobStatus]:
     app: AppState = request.app.state.easel
     owner = app.keys.authenticate(request)
-    body = await json_object(request)
+    body = await json_with_images(request, app.settings)
     fields, shape = runpod.job_fields(
         body, app.model_names, app.refiner_names, request.path_params["endpoint_id"], app.settings.job_timeout_s
     )
+    job_id = job_id or new_job_id()
+    paths, intake = runpod.images_of(body["input"])
+    fields, sent = split_images(fields, job_id, paths, "input",
+                                invert_mask=intake.invert_mask, fill_masked=intake.fill_masked)
     # RunPod has no track_id field: `input.track_id` comes back in webhooks, top-level and in the echoed input.
     webhook = await checked_webhook(app, body.get("webhook"), runpod.track_id(body))
     prefix, names = runpod.field_names(shape)
     job = build_job(
-        app, fields, owner, dialect="runpod", webhook=webhook, job_id=job_id, client_input=body["input"],
+        app, fields, owner, dialect="runpod", webhook=webhook, job_id=job_id, client_input=sent.echo(body["input"]),
         prefix=prefix, names=names, echo_field="input",
     )
-    return app, await enqueue(app, job)
+    return app, await enqueue(app, job, await read_images(app.settings, sent))
 
 
 async def run(request: Request) -> Response:

@@ -65,14 +65,25 @@ async def checked_webhook(app: AppState, url: object, track_id: object, field: s
     return spec
 
 
-async def enqueue(app: AppState, job: Job) -> JobStatus:
+async def enqueue(app: AppState, job: Job, input_images: Mapping[str, bytes] | None = None) -> JobStatus:
     """The job's status once Kafka acknowledged it; InvalidField (`budget`) over the work budget, QueueFull over
-    the key's queue limit."""
+    the key's queue limit.
+
+    `input_images` (blob key → PNG, see `service.input_images`) are stored once every check passed, before the job
+    reaches Kafka: a refused request stores nothing, and a runner finds them. Should Kafka refuse the job, they
+    go with it after retention (service/retention.py derives a job's input keys from its id).
+    """
     check_work_budget(job, app.settings.max_job_work)
     limit = app.settings.max_queued_per_key
-    # No await between the count and `submit` noting the job: concurrent submits here each count the ones before.
     if limit and over_queue_limit(app, job.owner, limit):
         raise QueueFull(limit, RETRY_AFTER_S)
+    if input_images:
+        await asyncio.gather(*(app.blobs.put(key, png, "image/png") for key, png in input_images.items()))
+        # Counted again after the await: concurrent submits of this key may have queued meanwhile.
+        if limit and over_queue_limit(app, job.owner, limit):
+            await app.blobs.delete(input_images)
+            raise QueueFull(limit, RETRY_AFTER_S)
+    # No await between the count and `submit` noting the job: concurrent submits here each count the ones before.
     return await app.kafka.jobs.submit(job)
 
 
