@@ -27,8 +27,6 @@ from contract.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# peft says so on every adapter after the first: several adapters in one model is what we mean.
-warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
 # Adapters kept loaded; a small SDXL LoRA is tens of MB on the GPU, a large one a few hundred.
 DEFAULT_CAPACITY = 16
 
@@ -86,7 +84,11 @@ class LoraLibrary:
     def _load_one(self, pipe: Any, name: str) -> None:
         log.info("loading LoRA", lora=name)
         try:
-            pipe.load_lora_weights(str(self.folder.path), weight_name=self.folder.file_of(name).name, adapter_name=name)
+            with warnings.catch_warnings():
+                # peft says so on every adapter after the first: several adapters in one model is what we mean.
+                warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                pipe.load_lora_weights(str(self.folder.path), weight_name=self.folder.file_of(name).name,
+                                       adapter_name=name)
         except Exception as exc:
             # What it injected before failing goes too, or a later load of the name would clash with it.
             with contextlib.suppress(Exception):
