@@ -20,10 +20,16 @@ BatchKey = tuple[object, ...]
 
 
 def batch_key(job: Job) -> BatchKey:
-    """What a pipeline call shares between its images: jobs with equal keys can run together."""
+    """What a pipeline call shares between its images: jobs with equal keys can run together.
+
+    The input images go in by key (the call takes one init image and one mask), with what is done to them; the
+    mask's settings only where there is a mask. LoRA adapters are loaded into the pipeline for the whole call.
+    """
+    mask = (job.mask_blur, job.mask_crop_padding) if job.mask_image is not None else None
     return (
         job.model, job.refiner, job.refiner_switch_at, job.width, job.height, job.steps, job.sampler, job.schedule,
-        job.guidance,
+        job.guidance, job.init_image, job.strength, job.mask_image, mask,
+        tuple((lora.name, lora.weight) for lora in job.loras),
     )
 
 

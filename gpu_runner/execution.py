@@ -19,10 +19,13 @@ from contract.errors import InvalidField
 from contract.events import EventType
 from contract.infotext import infotext
 from contract.job import MAX_SEED, Job, JobSpec, check_work_budget
+from contract.settings import Settings
 from gpu_runner.cancellations import CancelWatcher
 from gpu_runner.encoding import encode_image
+from gpu_runner.input_images import InputImages, read_input_images
 from gpu_runner.pipeline import BatchItem, LatentsCallback, SDXLGenerator, StepCallback
 from gpu_runner.previews import preview_event_data, preview_interval, wants_preview
+from gpu_runner.steps import denoising_steps
 from producers.events import EventWriter
 
 log = structlog.get_logger(__name__)
@@ -81,6 +84,8 @@ class JobExecution:
         preview_every: int = 0,
         catalog: Catalog | None = None,
         max_job_work: int = 0,
+        max_input_image_bytes: int = Settings.max_input_image_bytes,
+        max_input_image_pixels: int = Settings.max_input_image_pixels,
     ) -> None:
         self.job = job
         self.writer = writer
@@ -92,6 +97,9 @@ class JobExecution:
         self.preview_every = preview_every
         self.catalog = catalog or Catalog()
         self.max_job_work = max_job_work
+        self.max_input_image_bytes = max_input_image_bytes
+        self.max_input_image_pixels = max_input_image_pixels
+        self.inputs = InputImages()  # read in `begin`
         self.timings = JobTimings()
         self.ended: asyncio.Future[EventType] = asyncio.get_running_loop().create_future()
         self.seeds: list[int] = []
@@ -105,13 +113,17 @@ class JobExecution:
 
     async def begin(self) -> bool:
         """Emit STARTED, or end the job before it starts; whether it goes on to generate."""
-        if (stopped := self._stop_before_start()) is not None:
+        if (stopped := self._stop_before_start() or await self._read_inputs()) is not None:
             self._end(stopped.event, {"error": stopped.reason})
             return False
         self.writer.emit(EventType.STARTED, {"runner_id": self.runner_id})
         await self._flush()  # the crash cap counts attempts from STARTED statuses that landed
         self.seeds = choose_seeds(self.job)
         return True
+
+    def batch_item(self, loop: asyncio.AbstractEventLoop) -> BatchItem:
+        """Its share of the batch's pipeline call."""
+        return BatchItem(self.job, self.seeds, self.latents_callback(loop), self.inputs.init, self.inputs.mask)
 
     async def finish(self, batch_id: str, batch_jobs: int) -> EventType:
         """Wait for the job's end; return its terminal event once everything before it is acknowledged."""
@@ -188,7 +200,7 @@ class JobExecution:
         Both show the predicted clean image, not the noisy latents, as A1111 does (its previews and the
         `last_latent` an interrupted job returns); where the scheduler predicts no x0 they are the latents.
         """
-        interval = preview_interval(self.job.steps, self.preview_every)
+        interval = preview_interval(denoising_steps(self.job.steps, self.job.strength), self.preview_every)
 
         def on_latents(step: int, total: int, latents: Any, denoised: Any) -> None:  # runs in the generation thread
             if self.stopped is None:
@@ -263,6 +275,25 @@ class JobExecution:
             value = getattr(job, field)
             reason = f"{field}: {rule}" if isinstance(value, bool) else f"unknown {field} {value!r}; {rule}"
             return JobStopped(EventType.FAILED, reason)
+        if denoising_steps(job.steps, job.strength) < 1:
+            return JobStopped(
+                EventType.FAILED,
+                f"strength: {job.strength:g} of {job.steps} steps runs no denoising step; "
+                "raise the strength or the steps so that strength × steps is at least 1",
+            )
+        return None
+
+    async def _read_inputs(self) -> JobStopped | None:
+        """Its init image and mask, read and fitted (`self.inputs`); what ends the job when one cannot be used."""
+        try:
+            self.inputs = await read_input_images(
+                self.job, self.blobs, max_bytes=self.max_input_image_bytes, max_pixels=self.max_input_image_pixels
+            )
+        except InvalidField as exc:
+            return JobStopped(EventType.FAILED, str(exc))
+        except Exception:  # the blob store failed: this job fails, the runner goes on
+            log.exception("reading a job's input images failed", job_id=self.job.id, track_id=self.job.track_id)
+            return JobStopped(EventType.FAILED, "init_image: the stored input images could not be read")
         return None
 
     async def _store(self, output: dict[str, Any], data: bytes) -> dict[str, Any]:
@@ -304,7 +335,7 @@ class BatchExecution:
             if all(execution.stopped is not None for execution in live):
                 raise JobStopped(EventType.CANCELLED, "every job of the batch stopped")  # no decode either
 
-        items = [BatchItem(execution.job, execution.seeds, execution.latents_callback(loop)) for execution in live]
+        items = [execution.batch_item(loop) for execution in live]
         try:
             encoded = await self.generator.run_in_thread(self._generate_and_encode, items, on_step, live)
         except JobStopped:

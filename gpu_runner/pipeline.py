@@ -1,4 +1,8 @@
-"""Loading the SDXL pipeline and running a batch of jobs (or one) through it, reporting every denoising step."""
+"""Loading the SDXL pipeline and running a batch of jobs (or one) through it, reporting every denoising step.
+
+txt2img, img2img and inpainting jobs run through three pipelines that share one set of loaded components
+(diffusers' `from_pipe`): the weights are in memory once.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,12 @@ from typing import Any, TypeAlias, TypeVar
 
 import structlog
 import torch
-from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    AutoencoderKL,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
@@ -24,7 +33,14 @@ from contract.settings import Settings
 from gpu_runner import prompts
 from gpu_runner.safety import SafetyChecker
 from gpu_runner.samplers import build_scheduler
-from gpu_runner.steps import LatentsCallback, StepCallback, StepCounter, ensemble_split, user_steps
+from gpu_runner.steps import (
+    LatentsCallback,
+    StepCallback,
+    StepCounter,
+    denoising_steps,
+    ensemble_split,
+    user_steps,
+)
 from gpu_runner.tiny_model import is_saved_pipeline, save_tiny_sdxl
 
 __all__ = [
@@ -40,7 +56,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-Pipeline: TypeAlias = StableDiffusionXLPipeline | StableDiffusionXLImg2ImgPipeline
+Pipeline: TypeAlias = StableDiffusionXLPipeline | StableDiffusionXLImg2ImgPipeline | StableDiffusionXLInpaintPipeline
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 # SDXL's VAE overflows in fp16 and diffusers then decodes every job in fp32; this one does not (force_upcast false).
@@ -172,6 +188,11 @@ class SDXLGenerator:
         if cuda:
             optimise_for_cuda(self.pipe, self.compiled)
         self._base_scheduler_config = self.pipe.scheduler.config
+        # The same components, not a copy. `dtype` matters: from_pipe casts the shared modules to it (fp32 if unset).
+        self.img2img = StableDiffusionXLImg2ImgPipeline.from_pipe(self.pipe, dtype=dtype, add_watermarker=False)
+        self.inpaint = StableDiffusionXLInpaintPipeline.from_pipe(self.pipe, dtype=dtype, add_watermarker=False)
+        for shared in (self.img2img, self.inpaint):
+            shared.set_progress_bar_config(disable=True)
         self.refiner: StableDiffusionXLImg2ImgPipeline | None = None
         self._refiner_scheduler_config: Any = None
         if refiner:
@@ -227,8 +248,9 @@ class SDXLGenerator:
         return images
 
     def _generate_batch(self, items: Sequence[BatchItem], on_step: StepCallback) -> list[list[Image.Image]]:
-        job = items[0].job  # what the call shares: every item has the same batch key
-        pipe = self.pipe
+        first = items[0]  # what the call shares: every item has the same batch key (input images included)
+        job = first.job
+        pipe, inputs = self._pipeline_for(first)
         pipe.scheduler = build_scheduler(self._base_scheduler_config, job.sampler, job.schedule)
         self._fit_decode(job.width * job.height, sum(len(item.seeds) for item in items))
         # CPU generators, one per image: a seed gives the same initial noise on a CPU test box and on a GPU, and
@@ -246,11 +268,36 @@ class SDXLGenerator:
             # A switch so late that the refiner gets no timestep leaves the whole schedule to the base (below).
             if split[1]:
                 return _per_item(items, self._generate_ensemble(job, items, common, split, on_step, on_latents))
-        counter = StepCounter(job.steps, on_step, on_latents)
-        callback = counter.phase(pipe.scheduler, job.steps)
-        embeddings = _batched(pipe, items)
-        result = pipe(**common, **embeddings, width=job.width, height=job.height, callback_on_step_end=callback)
-        return _per_item(items, list(result.images))
+        steps = denoising_steps(job.steps, job.strength)
+        counter = StepCounter(steps, on_step, on_latents)
+        callback = counter.phase(pipe.scheduler, steps)
+        # The base's text encoders, whichever pipeline denoises: they are the same modules (and compel's cache).
+        embeddings = _batched(self.pipe, items)
+        result = pipe(**common, **embeddings, **inputs, callback_on_step_end=callback)
+        images = list(result.images)
+        if first.mask is not None and job.mask_crop_padding is None and first.init is not None:
+            # Outside the mask the init image is kept as it was (A1111's overlay; diffusers lays it only over a
+            # crop): the VAE's round trip would otherwise change it, and the blurred mask feathers the seam.
+            overlay = self.inpaint.image_processor.apply_overlay
+            images = [overlay(first.mask, first.init, image) for image in images]
+        return _per_item(items, images)
+
+    def _pipeline_for(self, item: BatchItem) -> tuple[Pipeline, dict[str, Any]]:
+        """The pipeline that runs the item's kind of job, and what that kind adds to the call."""
+        job = item.job
+        if item.init is None:
+            return self.pipe, {"width": job.width, "height": job.height}
+        if item.mask is None:
+            # The init image is already the job's size (gpu_runner/input_images.py): img2img takes its size.
+            return self.img2img, {"image": item.init, "strength": job.strength}
+        return self.inpaint, {
+            "image": item.init,
+            "mask_image": item.mask,
+            "strength": job.strength,
+            "padding_mask_crop": job.mask_crop_padding,
+            "width": job.width,
+            "height": job.height,
+        }
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents (of the base or the refiner: they share the VAE) as images, the way the pipeline decodes its
@@ -342,11 +389,14 @@ class SDXLGenerator:
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One job's share of a pipeline call: its images' seeds, and where its previews' latents go."""
+    """One job's share of a pipeline call: its images' seeds, where its previews' latents go, and its input images
+    (gpu_runner/input_images.py: fitted to the job's size; an init image for img2img, with a mask to inpaint)."""
 
     job: Job
     seeds: list[int]
     on_latents: LatentsCallback | None = None
+    init: Image.Image | None = None
+    mask: Image.Image | None = None
 
 
 def _batched(pipe: Pipeline, items: Sequence[BatchItem]) -> dict[str, Any]:

@@ -36,6 +36,15 @@ def user_steps(timesteps: int, order: int) -> int:
     return math.ceil(timesteps / order)
 
 
+def denoising_steps(steps: int, strength: float | None) -> int:
+    """The user steps a job's pipeline call runs: all `steps` for txt2img (strength None). img2img and inpainting
+    skip the start of the schedule and run its last int(steps × strength), as diffusers' `get_timesteps` keeps
+    them (the same expression, so the same rounding); a second-order scheduler's pairs count once, as elsewhere."""
+    if strength is None:
+        return steps
+    return min(int(steps * strength), steps)
+
+
 def ensemble_split(base: SchedulerMixin, refiner: SchedulerMixin, steps: int, switch: float) -> tuple[int, int]:
     """How many timesteps the base and the refiner each run, as diffusers cuts them.
 
