@@ -66,7 +66,8 @@ class WorkerCensus:
             async with asyncio.timeout(ASK_TIMEOUT_S):  # closing included: /health waits for none of it longer
                 try:
                     await admin.start()
-                    responses = await admin.describe_consumer_groups(self._groups)
+                    # One group per request: aiokafka fails to decode the answer for several at once.
+                    answers = await asyncio.gather(*(admin.describe_consumer_groups([g]) for g in self._groups))
                 finally:
                     await admin.close()
         except (KafkaError, OSError, TimeoutError) as exc:
@@ -76,6 +77,7 @@ class WorkerCensus:
         # members of (member_id, client_id, ...).
         return [
             member[1].removeprefix(RUNNER_CLIENT_PREFIX)
+            for responses in answers
             for response in responses
             for group in response.groups
             for member in group[5]
