@@ -249,7 +249,9 @@ def test_a_slow_job_on_one_model_does_not_hold_back_the_other(api: httpx.Client)
 
 
 @pytest.mark.slow
-async def test_the_dispatcher_delivers_webhooks_for_the_second_models_jobs(two_models: Stack, api: httpx.Client) -> None:
+async def test_the_dispatcher_delivers_webhooks_for_the_second_models_jobs(
+    two_models: Stack, api: httpx.Client
+) -> None:
     dispatcher = two_models.start_dispatcher("webhooks-models")
     dispatcher.wait_for_output("webhook dispatcher ready")
     receiver = await Receiver().start()
