@@ -19,7 +19,7 @@ from contract.catalog import Catalog
 from contract.errors import SettingsError
 from contract.job import MAX_ECHO_BYTES
 from contract.settings import Settings
-from service import a1111_api, modelslab_api, runpod_api, skidio_api
+from service import a1111_api, loras_api, modelslab_api, runpod_api, skidio_api
 from service.auth import ApiKeys
 from service.errors import EXCEPTION_HANDLERS, UnexpectedErrors
 from service.file_urls import get_file
@@ -70,6 +70,7 @@ ROUTES = [
     Route("/sdapi/v1/schedulers", a1111_api.schedulers, methods=["GET"]),
     Route("/sdapi/v1/sd-models", a1111_api.sd_models, methods=["GET"]),
     Route("/sdapi/v1/options", a1111_api.options, methods=["GET"]),
+    Route("/sdapi/v1/loras", loras_api.loras, methods=["GET"]),
     # Skidio (seed 000)
     Route("/api/txt2img", skidio_api.txt2img, methods=["POST"]),
     Route("/api/txt2img/async", skidio_api.txt2img_async, methods=["POST"]),
