@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
@@ -22,7 +23,7 @@ from contract.serialization import decode, encode
 from contract.settings import Settings
 from gpu_runner import prompts
 from gpu_runner.loras import LoraLibrary
-from gpu_runner.pipeline import SDXLGenerator
+from gpu_runner.pipeline import BatchItem, SDXLGenerator
 from gpu_runner.tiny_lora import save_tiny_lora
 from service import loras_api
 from service.auth import ApiKeys
@@ -210,6 +211,21 @@ def test_text_encoder_weights_shape_the_prompt_embeddings(generator: SDXLGenerat
     worded = generator.call(embeddings, [LoraSpec(name="wording")])
     assert not torch.allclose(worded, plain)
     assert torch.equal(generator.call(embeddings, ()), plain)  # off again after the block
+
+
+def test_adapters_loaded_through_the_base_shape_img2img(generator: SDXLGenerator, library: LoraLibrary) -> None:
+    """The img2img and inpainting pipelines share the base's modules (from_pipe): the base's adapters are theirs."""
+    job = Job(id="j", owner="o", prompt="a fox", width=64, height=64, steps=6, init_image="j/init.png")
+    init = Image.new("RGB", (64, 64), (120, 90, 60))
+
+    def img2img(loras: Sequence[LoraSpec]) -> Pixels:
+        with library.applied(generator.pipe, loras):
+            [[picture]] = generator.generate_batch([BatchItem(job, [5], init=init)], lambda step, total: None)
+        return np.asarray(picture).astype(int)
+
+    plain = generator.call(img2img, ())
+    assert np.abs(generator.call(img2img, [LoraSpec(name="ink")]) - plain).mean() > 3
+    assert np.abs(generator.call(img2img, ()) - plain).max() <= 1
 
 
 def test_an_unknown_lora_is_refused_naming_loras(generator: SDXLGenerator, library: LoraLibrary) -> None:
