@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from contract.settings import Settings
+from service.requests import image_body_bytes
 from tests.processes import Stack
 
 BASE = {"prompt": "a red fox", "width": 128, "height": 128, "steps": 2}
@@ -62,8 +64,9 @@ def test_malformed_json_is_400(client: httpx.Client, raw: bytes) -> None:
     assert error_of(response)["field"] == "body"
 
 
-def test_oversized_body_is_413(client: httpx.Client) -> None:
-    response = client.post("/v1/jobs", json={**BASE, "prompt": "x" * (2 << 20)})
+def test_oversized_body_is_413(client: httpx.Client, settings: Settings) -> None:
+    # /v1/jobs takes input images: its cap is two of them as base64 plus 1 MiB (service/requests.py).
+    response = client.post("/v1/jobs", json={**BASE, "prompt": "x" * image_body_bytes(settings)})
     assert response.status_code == 413
 
 

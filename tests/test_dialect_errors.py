@@ -25,12 +25,15 @@ from easel.local_kafka import LocalKafka
 from service import create_app
 from service.app import ROUTES
 from service.errors import error_answer_for
+from service.requests import image_body_bytes
 from tests.conftest import HOME
 from tests.processes import Stack, free_port, make_stack
 
 Body = Any
 Check = Callable[[Body], bool]
 HUGE = {"prompt": "x" * (2 << 20)}  # over the 1 MiB cap
+# Over the cap of the routes that take input images (native, RunPod): two images as base64 plus 1 MiB.
+HUGER = {"prompt": "x" * image_body_bytes(Settings())}
 PREFIXES = {"native": "/v1", "modelslab": "/api/v6", "runpod": "/v2/ep", "a1111": "/sdapi/v1", "skidio": "/api/txt2img"}
 
 
@@ -97,7 +100,7 @@ CLIENT_ERRORS = {
     "native-404-job": Case("native", "GET", "/v1/jobs/nope", 404, native_shape("not_found")),
     "native-404-path": Case("native", "GET", "/v1/nothing", 404, native_shape("not_found")),
     "native-405": Case("native", "DELETE", "/v1/jobs", 405, native_shape("method_not_allowed")),
-    "native-413": Case("native", "POST", "/v1/jobs", 413, native_shape("too_large"), json=HUGE),
+    "native-413": Case("native", "POST", "/v1/jobs", 413, native_shape("too_large"), json=HUGER),
     "native-422": Case("native", "POST", "/v1/jobs", 422,
                        lambda b: native_shape("invalid_request")(b) and b["error"]["field"] == "width",
                        json={"prompt": "x", "width": 130}),
@@ -128,7 +131,7 @@ CLIENT_ERRORS = {
     "runpod-404-job": Case("runpod", "GET", "/v2/ep/status/nope", 404, message_shape),
     "runpod-404-path": Case("runpod", "GET", "/v2/ep/nothing", 404, message_shape),
     "runpod-405": Case("runpod", "DELETE", "/v2/ep/run", 405, message_shape),
-    "runpod-413": Case("runpod", "POST", "/v2/ep/run", 413, message_shape, json=HUGE),
+    "runpod-413": Case("runpod", "POST", "/v2/ep/run", 413, message_shape, json=HUGER),
     "runpod-422": Case("runpod", "POST", "/v2/ep/run", 400,
                        lambda b: message_shape(b) and b["error"].startswith("input.num_inference_steps: "),
                        json={"input": {"prompt": "x", "num_inference_steps": 1000}}),
@@ -180,7 +183,8 @@ def test_client_errors_are_in_the_dialects_shape(stack: Stack, case: Case) -> No
 
 def test_each_routes_errors_are_rendered_in_its_modules_dialect() -> None:
     by_module = {"service.modelslab_api": modelslab.error_answer, "service.runpod_api": runpod.error_answer,
-                 "service.a1111_api": a1111.error_answer, "service.skidio_api": skidio.error_answer}
+                 "service.a1111_api": a1111.error_answer, "service.loras_api": a1111.error_answer,
+                 "service.skidio_api": skidio.error_answer}
     for route in ROUTES:
         assert isinstance(route, Route | WebSocketRoute)
         expected = by_module.get(route.endpoint.__module__, native.error_answer)

@@ -103,9 +103,25 @@ def test_runpod_seed_001_payload_uses_the_worker_defaults_and_policy() -> None:
 
 
 def test_runpod_unsupported_endpoint_lists_the_supported_ones() -> None:
-    body = {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"}, "payload": {}}}
-    with pytest.raises(InvalidField, match="supported: sdapi/v1/txt2img"):
+    body = {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/extra-single-image"}, "payload": {}}}
+    with pytest.raises(InvalidField, match="supported: sdapi/v1/txt2img, sdapi/v1/img2img"):
         runpod.job_fields(body, ("default",))
+
+
+def test_runpod_img2img_takes_one_init_image_and_maps_a1111s_inpainting_fields() -> None:
+    payload = {"prompt": "x", "init_images": ["<base64>"], "mask": "<mask>", "denoising_strength": 0.3,
+               "mask_blur": 8, "inpaint_full_res_padding": 32, "inpainting_mask_invert": 1}
+    wrapped = {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"}, "payload": payload}}
+    fields, shape = runpod.job_fields(wrapped, ("default",))
+    assert shape == "a1111-api" and fields["steps"] == 20  # the worker's defaults, as for txt2img
+    assert (fields["init_image"], fields["mask_image"], fields["strength"]) == ("<base64>", "<mask>", 0.3)
+    assert (fields["mask_blur"], fields["mask_crop_padding"]) == (8, 32)
+    paths, intake = runpod.images_of(wrapped["input"])
+    assert paths["init_image"] == ("payload", "init_images", 0) and intake.invert_mask and intake.fill_masked
+    plain, shape = runpod.job_fields({"input": payload}, ("default",))
+    assert shape == "a1111" and plain["init_image"] == "<base64>"
+    with pytest.raises(InvalidField, match=r"^init_images: must hold exactly one image; it holds 2"):
+        runpod.job_fields({"input": {**payload, "init_images": ["a", "b"]}}, ("default",))
 
 
 def test_runpod_public_shape_maps_its_field_names() -> None:
