@@ -8,6 +8,8 @@ bring them back. A queued job outlives any retention.
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from PIL import Image
 
 from contract.keys import key_id
 from contract.serialization import encode, key
@@ -172,3 +175,25 @@ async def test_finished_jobs_of_every_dialect_are_purged_everywhere(short_lived:
     wait_for_health(stack.base_url, restarted)
     assert jobs_known(stack) == 0
     assert_gone_in_every_dialect(stack, job_ids)
+
+
+@pytest.mark.slow
+def test_a_purged_img2img_job_takes_its_input_images_with_it(short_lived: Stack, runner: EaselProcess) -> None:
+    stack = short_lived
+    image = Image.new("RGB", (64, 64), (90, 20, 20))
+    mask = Image.new("L", (64, 64), 255)
+    encoded = [base64.b64encode(_png(picture)).decode() for picture in (image, mask)]
+    job_id = httpx.post(f"{stack.base_url}/v1/jobs", headers=headers(stack), json={
+        "prompt": "inputs", **SMALL, "steps": 2, "init_image": encoded[0], "mask_image": encoded[1],
+    }).json()["id"]
+    stored = [blobs(stack) / job_id / name for name in ("init.png", "mask.png")]
+    assert all(path.exists() for path in stored)
+    wait_until(lambda: httpx.get(f"{stack.base_url}/v1/jobs/{job_id}", headers=headers(stack)).status_code == 404,
+               "the img2img job was not purged")
+    wait_until(lambda: not blobs(stack).joinpath(job_id).exists(), "its folder, input images included, stayed")
+
+
+def _png(picture: Image.Image) -> bytes:
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return out.getvalue()
