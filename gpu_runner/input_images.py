@@ -56,9 +56,11 @@ def _fitted(job: Job, init_data: bytes, mask_data: bytes | None, max_bytes: int,
         return InputImages(init=fit_init(init, job.width, job.height))
     mask = checked_image(mask_data, "mask_image", max_bytes=max_bytes, max_pixels=max_pixels)
     check_mask_fits(mask, init)
-    return InputImages(
-        init=fit_init(init, job.width, job.height), mask=fit_mask(mask, job.width, job.height, job.mask_blur)
-    )
+    fitted = fit_mask(mask, job.width, job.height, job.mask_blur)
+    if job.mask_crop_padding is not None and fitted.getbbox() is None:
+        # A blank mask has no region to crop to: A1111's "only masked" then runs plain img2img, and so does this.
+        return InputImages(init=fit_init(init, job.width, job.height))
+    return InputImages(init=fit_init(init, job.width, job.height), mask=fitted)
 
 
 def fit_init(image: Image.Image, width: int, height: int) -> Image.Image:

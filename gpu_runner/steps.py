@@ -3,7 +3,8 @@
 The pipelines call back once per scheduler timestep; second-order schedulers (Heun, DPM2, ...)
 have about two timesteps per step, and A1111 counts the pair as one user step. With a refiner,
 the base runs the timesteps at or above the switch and the refiner the rest, each in its own
-call; the count goes on across both, out of one total known before the first step.
+call; the count goes on across both, out of one total known before the first step. img2img and
+inpainting run only the end of the schedule (`denoising_steps`): that is their total.
 
 Each reported step also carries the scheduler's prediction of the clean latents (x0, "denoised"),
 what A1111 previews and returns for an interrupted job (its `last_latent`). Which schedulers make one:

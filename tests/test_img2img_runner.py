@@ -219,6 +219,10 @@ async def test_input_images_come_from_the_blob_store_checked(tmp_path: Path) -> 
     inputs = await read_input_images(spec, blobs, **limits)
     assert inputs.init is not None and inputs.mask is not None
     assert (inputs.init.size, inputs.init.mode, inputs.mask.size, inputs.mask.mode) == ((96, 72), "RGB", (96, 72), "L")
+    await blobs.put("in/mask.png", as_png(Image.new("L", (80, 60))), "image/png")
+    only_masked = spec.model_copy(update={"mask_crop_padding": 8})
+    assert (await read_input_images(only_masked, blobs, **limits)).mask is None  # blank: img2img, as A1111
+    assert (await read_input_images(spec, blobs, **limits)).mask is not None  # the whole image: nothing repainted
     with pytest.raises(InvalidField, match=r"^init_image: is 80×60 pixels; at most 1000"):
         await read_input_images(spec, blobs, max_bytes=10**6, max_pixels=1000)
     assert await read_input_images(job(init_image=None, strength=None), blobs, **limits) == InputImages()
