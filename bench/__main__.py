@@ -3,6 +3,7 @@
 from bench import (
     batching,
     gpu,
+    img2img,
     memory,
     outcomes,
     overhead,
@@ -27,4 +28,5 @@ if __name__ == "__main__":
     submits.main()
     peer.main()
     batching.main()
+    img2img.main()
     gpu.main()  # reports "skipped: no GPU" without CUDA

@@ -201,6 +201,11 @@ class JobSpec(BaseModel):
             raise ValueError("refiner_switch_at needs a refiner")
         if self.init_image is None and (self.mask_image or self.strength is not None or self.mask_crop_padding):
             raise ValueError("mask_image, strength and mask_crop_padding need an init_image")
+        if denoising_steps(self.steps, self.strength) < 1:
+            raise ValueError(
+                f"strength {self.strength:g} of {self.steps} steps runs no denoising step; "
+                "raise the strength or the steps so that strength × steps is at least 1"
+            )
         if self.mask_image is None and self.mask_crop_padding is not None:
             raise ValueError("mask_crop_padding needs a mask_image")
         if self.init_image is not None and self.refiner:
@@ -235,6 +240,15 @@ class Job(JobSpec):
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+def denoising_steps(steps: int, strength: float | None) -> int:
+    """The user steps a job's pipeline call runs: all `steps` for txt2img (strength None). img2img and inpainting
+    skip the start of the schedule and run its last int(steps × strength), as diffusers' `get_timesteps` keeps
+    them (the same expression, so the same rounding); a second-order scheduler's pairs count once, as elsewhere."""
+    if strength is None:
+        return steps
+    return min(int(steps * strength), steps)
 
 
 def job_work(spec: JobSpec) -> int:

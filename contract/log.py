@@ -29,10 +29,16 @@ class _OncePerMessage(logging.Filter):
         return True
 
 
+# Loggers whose repeated messages say nothing new: aiokafka's metadata refreshes (above), and diffusers 0.42 saying
+# "There are modules in AutoencoderKL that should be kept in float32: []" on every img2img and inpainting call.
+ONCE_PER_MESSAGE_LOGGERS = ("aiokafka.cluster", "diffusers.models.modeling_utils")
+
+
 def configure_logging(fmt: str = "console", level: str = "info") -> None:
-    cluster_log = logging.getLogger("aiokafka.cluster")
-    if not any(isinstance(f, _OncePerMessage) for f in cluster_log.filters):
-        cluster_log.addFilter(_OncePerMessage())
+    for name in ONCE_PER_MESSAGE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OncePerMessage) for f in logger.filters):
+            logger.addFilter(_OncePerMessage())
     # transformers warns on import that torchvision is missing and it falls back to PIL image processors: the
     # runner needs no torchvision, so nothing a user can act on. Only its errors are shown (its variable still wins).
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -15,17 +15,16 @@ from PIL import Image
 
 from contract.blobs import CONTENT_TYPES, BlobStore, image_key
 from contract.catalog import Catalog
-from contract.errors import InvalidField
+from contract.errors import ClientError, InvalidField
 from contract.events import EventType
 from contract.infotext import infotext
-from contract.job import MAX_SEED, Job, JobSpec, check_work_budget
+from contract.job import MAX_SEED, Job, JobSpec, check_work_budget, denoising_steps
 from contract.settings import Settings
 from gpu_runner.cancellations import CancelWatcher
 from gpu_runner.encoding import encode_image
 from gpu_runner.input_images import InputImages, read_input_images
 from gpu_runner.pipeline import BatchItem, LatentsCallback, SDXLGenerator, StepCallback
 from gpu_runner.previews import preview_event_data, preview_interval, wants_preview
-from gpu_runner.steps import denoising_steps
 from producers.events import EventWriter
 
 log = structlog.get_logger(__name__)
@@ -206,7 +205,9 @@ class JobExecution:
             if self.stopped is None:
                 self._latents = denoised  # a reference: the pipeline and scheduler make new tensors each step
             if self.job.preview and self.stopped is None and wants_preview(step, total, interval):
-                data = preview_event_data(denoised, step, total, self.job.width, self.job.height)
+                data = preview_event_data(
+                    denoised, step, total, self.job.width, self.job.height, self.generator.preview_decoder
+                )
                 loop.call_soon_threadsafe(self.writer.emit, EventType.PREVIEW, data)
 
         return on_latents
@@ -275,12 +276,6 @@ class JobExecution:
             value = getattr(job, field)
             reason = f"{field}: {rule}" if isinstance(value, bool) else f"unknown {field} {value!r}; {rule}"
             return JobStopped(EventType.FAILED, reason)
-        if denoising_steps(job.steps, job.strength) < 1:
-            return JobStopped(
-                EventType.FAILED,
-                f"strength: {job.strength:g} of {job.steps} steps runs no denoising step; "
-                "raise the strength or the steps so that strength × steps is at least 1",
-            )
         return None
 
     async def _read_inputs(self) -> JobStopped | None:
@@ -371,4 +366,6 @@ def _short_reason(exc: BaseException) -> str:
     """What a client may see: the kind of failure, never a traceback or a path."""
     if isinstance(exc, (MemoryError,)) or "out of memory" in str(exc).lower():
         return "the runner ran out of memory for this job"
+    if isinstance(exc, ClientError):  # worded for clients (an unknown or broken LoRA: `loras: ...`)
+        return exc.message
     return f"generation failed ({type(exc).__name__})"

@@ -28,16 +28,18 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
 from contract.errors import SettingsError
-from contract.job import Job, new_job_id
+from contract.job import Job, denoising_steps, new_job_id
+from contract.loras import LoraFolder
 from contract.settings import Settings
 from gpu_runner import prompts
+from gpu_runner.loras import LoraLibrary
+from gpu_runner.previews import PreviewDecoder
 from gpu_runner.safety import SafetyChecker
 from gpu_runner.samplers import build_scheduler
 from gpu_runner.steps import (
     LatentsCallback,
     StepCallback,
     StepCounter,
-    denoising_steps,
     ensemble_split,
     user_steps,
 )
@@ -146,25 +148,38 @@ class SDXLGenerator:
         vae: str = "",
         compile_unet: bool = False,
         decode_pixels_at_once: int = DECODE_PIXELS_AT_ONCE,
+        loras: LoraLibrary | None = None,
+        preview_vae: str = "",
     ) -> None:
         """`vae`: a VAE (folder or hub id) replacing the model's, e.g. FP16_SAFE_VAE for fp16 on a GPU."""
         self.compiled = compile_unet
         self.decode_pixels_at_once = decode_pixels_at_once
+        # LoRAs from EASEL_LORA_DIR (by default <home>/loras), applied per call to the base's modules.
+        self.loras = loras or LoraLibrary(LoraFolder.from_settings(Settings(home=home or Path(".easel"))))
         # Every torch call of the process happens on this one thread, loading included. Once a second
         # thread has run torch ops, the two OpenMP thread pools compete for the cores: generation
         # measured 2x slower on 2 cores (196 ms vs 361 ms for the same job; see BENCHMARKS.md).
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-generate")
-        self._thread.submit(self._load, model, device, refiner, safety_checker, home, dtype, vae).result()
+        self._thread.submit(self._load, model, device, refiner, safety_checker, home, dtype, vae, preview_vae).result()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SDXLGenerator:
         return cls(
             settings.model, settings.device, settings.refiner, settings.safety_checker, home=settings.home,
             dtype=settings.dtype, vae=settings.vae, compile_unet=bool(settings.compile),
+            loras=LoraLibrary.from_settings(settings), preview_vae=settings.preview_vae,
         )
 
     def _load(
-        self, model: str, device: str, refiner: str, safety_checker: str, home: Path | None, dtype_name: str, vae: str
+        self,
+        model: str,
+        device: str,
+        refiner: str,
+        safety_checker: str,
+        home: Path | None,
+        dtype_name: str,
+        vae: str,
+        preview_vae: str,
     ) -> None:
         self._torch_thread = threading.get_ident()
         if not model:
@@ -207,6 +222,8 @@ class SDXLGenerator:
             # Kept apart: each job's scheduler is built from the loaded config, never the last job's.
             self._refiner_scheduler_config = self.refiner.scheduler.config
         self.checker = SafetyChecker(safety_checker, self.device, dtype) if safety_checker else None
+        # EASEL_PREVIEW_VAE's TAESD, else None (the linear latent-to-RGB map): previews run on this thread.
+        self.preview_decoder = PreviewDecoder.load(preview_vae, self.device, dtype)
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn` on the generator's thread and wait for it (for code without an event loop)."""
@@ -272,8 +289,11 @@ class SDXLGenerator:
         counter = StepCounter(steps, on_step, on_latents)
         callback = counter.phase(pipe.scheduler, steps)
         # The base's text encoders, whichever pipeline denoises: they are the same modules (and compel's cache).
-        embeddings = _batched(self.pipe, items)
-        result = pipe(**common, **embeddings, **inputs, callback_on_step_end=callback)
+        # The job's LoRAs on the base's modules (img2img and inpainting share them), prompts encoded inside: a
+        # LoRA's text-encoder weights shape them.
+        with self.loras.applied(self.pipe, job.loras):
+            embeddings = _batched(self.pipe, items)
+            result = pipe(**common, **embeddings, **inputs, callback_on_step_end=callback)
         images = list(result.images)
         if first.mask is not None and job.mask_crop_padding is None and first.init is not None:
             # Outside the mask the init image is kept as it was (A1111's overlay; diffusers lays it only over a
@@ -367,19 +387,20 @@ class SDXLGenerator:
         order = getattr(self.pipe.scheduler, "order", 1)
         base_steps, refiner_steps = user_steps(split[0], order), user_steps(split[1], order)
         counter = StepCounter(base_steps + refiner_steps, on_step, on_latents)
-        latents = self.pipe(
-            **common,
-            **_batched(self.pipe, items),
-            width=job.width,
-            height=job.height,
-            denoising_end=job.refiner_switch_at,
-            output_type="latent",
-            callback_on_step_end=counter.phase(self.pipe.scheduler, base_steps),
-        ).images
+        with self.loras.applied(self.pipe, job.loras):  # the base's share only: the refiner gets no LoRA
+            latents = self.pipe(
+                **common,
+                **_batched(self.pipe, items),
+                width=job.width,
+                height=job.height,
+                denoising_end=job.refiner_switch_at,
+                output_type="latent",
+                callback_on_step_end=counter.phase(self.pipe.scheduler, base_steps),
+            ).images
         # The same generators, the same number of steps: the refiner runs its share of one schedule.
         result = refiner(
             **common,
-            **_batched(refiner, items),  # the refiner's own text encoder(s)
+            **_batched(refiner, items),  # its text_encoder_2 is the base's: encoded after the LoRAs went off
             image=latents,
             denoising_start=job.refiner_switch_at,
             callback_on_step_end=counter.phase(refiner.scheduler, refiner_steps),

@@ -4,7 +4,7 @@ The pipelines call back once per scheduler timestep; second-order schedulers (He
 have about two timesteps per step, and A1111 counts the pair as one user step. With a refiner,
 the base runs the timesteps at or above the switch and the refiner the rest, each in its own
 call; the count goes on across both, out of one total known before the first step. img2img and
-inpainting run only the end of the schedule (`denoising_steps`): that is their total.
+inpainting run only the end of the schedule (contract/job.py `denoising_steps`): that is their total.
 
 Each reported step also carries the scheduler's prediction of the clean latents (x0, "denoised"),
 what A1111 previews and returns for an interrupted job (its `last_latent`). Which schedulers make one:
@@ -35,15 +35,6 @@ PipelineCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 
 def user_steps(timesteps: int, order: int) -> int:
     return math.ceil(timesteps / order)
-
-
-def denoising_steps(steps: int, strength: float | None) -> int:
-    """The user steps a job's pipeline call runs: all `steps` for txt2img (strength None). img2img and inpainting
-    skip the start of the schedule and run its last int(steps × strength), as diffusers' `get_timesteps` keeps
-    them (the same expression, so the same rounding); a second-order scheduler's pairs count once, as elsewhere."""
-    if strength is None:
-        return steps
-    return min(int(steps * strength), steps)
 
 
 def ensemble_split(base: SchedulerMixin, refiner: SchedulerMixin, steps: int, switch: float) -> tuple[int, int]:

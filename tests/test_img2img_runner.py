@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image, ImageChops, ImageDraw
+from pydantic import ValidationError
 
 from contract.blobs import LocalBlobStore, input_image_key, open_blob_store
 from contract.control import ControlCommand
 from contract.errors import InvalidField
 from contract.events import EventType
 from contract.input_images import as_png
-from contract.job import Job
+from contract.job import Job, denoising_steps
 from contract.keys import key_id
 from contract.serialization import encode
 from contract.settings import Settings
@@ -30,7 +31,6 @@ from gpu_runner.batching import batch_key
 from gpu_runner.encoding import encode_image
 from gpu_runner.input_images import InputImages, fit_init, fit_mask, read_input_images
 from gpu_runner.pipeline import BatchItem, SDXLGenerator
-from gpu_runner.steps import denoising_steps
 from tests.kafka_io import Records, events_of, job_events, produce, read_topic
 from tests.processes import Stack
 
@@ -252,6 +252,12 @@ def test_a_mask_blur_without_a_mask_parts_nothing() -> None:
     assert batch_key(job(init_image=None, strength=None, mask_blur=8)) == batch_key(job(init_image=None, strength=None))
 
 
+def test_a_strength_that_runs_no_step_is_refused_by_the_contract() -> None:
+    with pytest.raises(ValidationError, match=r"strength 0\.1 of 8 steps runs no denoising step"):
+        job(steps=8, strength=0.1)  # 0.1 × 8 steps: not one step
+    assert job(steps=8, strength=0.125).strength == 0.125
+
+
 def test_loras_part_jobs_by_weight_and_order() -> None:
     one = [{"name": "ink", "weight": 0.5}, {"name": "oil", "weight": 1.0}]
     assert batch_key(job(loras=one)) == batch_key(job(id="other", loras=one))
@@ -281,18 +287,14 @@ async def store(stack: Stack, key: str, image: Image.Image) -> None:
 async def test_a_job_naming_a_missing_init_image_fails_and_the_runner_goes_on(stack: Stack) -> None:
     bootstrap, topics = stack.env["EASEL_KAFKA_BOOTSTRAP"], Topics(stack.prefix)
     missing = direct_job(stack)
-    too_weak = direct_job(stack, strength=0.1)  # 0.1 × 8 steps: not one step
     healthy = direct_job(stack, strength=0.5, preview=True)
     await store(stack, str(healthy["init_image"]), init_picture((64, 64)))
-    await store(stack, str(too_weak["init_image"]), init_picture((64, 64)))
-    for spec in (missing, too_weak, healthy):
+    for spec in (missing, healthy):
         await produce(bootstrap, topics.requests, spec, key=str(spec["id"]).encode())
 
     [failed] = await job_events(bootstrap, topics.events, str(missing["id"]))
     assert failed.type is EventType.FAILED
     assert failed.data["error"] == f"init_image: no stored image under '{missing['init_image']}'"
-    [weak] = await job_events(bootstrap, topics.events, str(too_weak["id"]))
-    assert weak.type is EventType.FAILED and weak.data["error"].startswith("strength: 0.1 of 8 steps runs no")
 
     events = await job_events(bootstrap, topics.events, str(healthy["id"]))
     assert events[-1].type is EventType.COMPLETED, events[-1]
