@@ -94,10 +94,11 @@ class Topics:
         return self.runner_group if model is None else f"{self.runner_group}.{model}"
 
     def runner_transactions_for(self, model: str | None) -> str:
-        """The namespace of one model's transactional ids (gpu_runner/outcomes.py names them after a topic prefix,
+        """The namespace of one model's transactional ids (gpu_runner/outcomes.py names them `<namespace>.runner.p<n>`,
         one per partition number): per model, so runners of two models holding the same partition number never
-        fence each other. The first model keeps the plain prefix."""
-        return self.prefix if model is None else f"{self.prefix}.models.{model}"
+        fence each other. The first model keeps the plain prefix; every id still starts with `<prefix>.runner.`
+        (what the runners' ACL grants, kafka/acls.sh)."""
+        return self.prefix if model is None else f"{self.prefix}.runner.{model}"
 
     @property
     def webhook_group(self) -> str:

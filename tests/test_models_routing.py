@@ -45,7 +45,7 @@ def test_the_first_model_keeps_todays_topic_group_and_transactions_and_the_other
     ]
     assert catalog.request_topics(topics) == ["p.jobs.requests", "p.jobs.requests.turbo"]
     assert catalog.runner_groups(topics) == ["p.runners", "p.runners.turbo"]
-    assert topics.runner_transactions_for(None) == "p" and topics.runner_transactions_for("turbo") == "p.models.turbo"
+    assert topics.runner_transactions_for(None) == "p" and topics.runner_transactions_for("turbo") == "p.runner.turbo"
     assert [spec.name for spec in topics.specs(2, catalog.routed)][:2] == ["p.jobs.requests", "p.jobs.requests.turbo"]
     assert catalog.source("default") == "/models/a" and catalog.source("turbo") == "org/turbo"
 
