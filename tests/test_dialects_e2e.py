@@ -223,9 +223,10 @@ def test_runpod_errors_health_and_purge(stack: Stack) -> None:
     unsupported = httpx.post(
         f"{stack.base_url}/v2/ep/run",
         headers=headers,
-        json={"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"}, "payload": {}}},
+        json={"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/extra-single-image"}, "payload": {}}},
     )
-    assert unsupported.status_code == 400 and "supported: sdapi/v1/txt2img" in unsupported.json()["error"]
+    assert unsupported.status_code == 400
+    assert "supported: sdapi/v1/txt2img, sdapi/v1/img2img" in unsupported.json()["error"]
     assert httpx.get(f"{stack.base_url}/v2/ep/status/nope", headers=headers).status_code == 404
     health = httpx.get(f"{stack.base_url}/v2/ep/health", headers=headers).json()
     assert set(health["jobs"]) == {"completed", "failed", "inProgress", "inQueue", "retried"}
