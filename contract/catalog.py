@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from contract.errors import SettingsError
 from contract.job import JobSpec
+from contract.loras import LoraFolder
 from contract.settings import Settings
 from contract.topics import MAX_TOPIC_NAME, TOPIC_NAME_PATTERN, Topics
 
@@ -69,6 +70,8 @@ class Catalog:
     routed: tuple[str, ...] = ()
     # Each model's folder or hub id, where one is configured (A1111 `/sd-models` `filename`).
     sources: Mapping[str, str] = field(default_factory=dict)
+    # The LoRA adapters jobs may name (EASEL_LORA_DIR); None: not checked here.
+    loras: LoraFolder | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalog:
@@ -80,6 +83,7 @@ class Catalog:
             safety_checker=bool(settings.safety_checker),
             routed=tuple(m.name for m in served[1:]),
             sources={m.name: m.source for m in served if m.source},
+            loras=LoraFolder.from_settings(settings),
         )
 
     @property
@@ -118,6 +122,7 @@ class Catalog:
         return Catalog(
             models=tuple(dict.fromkeys(names)), refiners=self.refiners, safety_checker=self.safety_checker,
             routed=(own,) if own in self.routed else (), sources={own: self.source(own)} if self.source(own) else {},
+            loras=self.loras,
         )
 
     def problem(self, spec: JobSpec) -> tuple[str, str] | None:
@@ -128,6 +133,8 @@ class Catalog:
             return "refiner", refiner_rule(self.refiners)
         if spec.safety_checker and not self.safety_checker:
             return "safety_checker", SAFETY_CHECKER_RULE
+        if spec.loras and self.loras is not None:
+            return self.loras.problem(spec.loras)
         return None
 
 

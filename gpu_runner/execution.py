@@ -274,7 +274,8 @@ class JobExecution:
         if (problem := self.catalog.problem(job)) is not None:
             field, rule = problem
             value = getattr(job, field)
-            reason = f"{field}: {rule}" if isinstance(value, bool) else f"unknown {field} {value!r}; {rule}"
+            # A name (model, refiner) is quoted; the other rules (safety checker, LoRAs) name what they refuse.
+            reason = f"unknown {field} {value!r}; {rule}" if isinstance(value, str) else f"{field}: {rule}"
             return JobStopped(EventType.FAILED, reason)
         return None
 

@@ -46,10 +46,12 @@ def _fenced(exc: BaseException) -> bool:
 
 
 class Outcomes:
-    def __init__(self, settings: Settings, group_id: str) -> None:
+    def __init__(self, settings: Settings, group_id: str, transactions: str | None = None) -> None:
+        """`transactions`: the namespace of the transactional ids (`Topics.runner_transactions_for`); by default
+        the topic prefix."""
         self._settings = settings
         self._group_id = group_id
-        self._prefix = Topics(settings.topic_prefix).prefix
+        self._prefix = transactions or Topics(settings.topic_prefix).prefix
         self._producers: dict[int, AIOKafkaProducer] = {}
 
     async def commit(

@@ -87,10 +87,8 @@ class Runner:
         route = self.models.route(settings.model_name)
         self.request_topic = self.topics.requests_for(route)
         self.group = self.topics.runner_group_for(route)
-        # Outcomes names its transactional ids after the topic prefix it is given: a namespace per model.
-        self.outcomes = Outcomes(
-            settings.replace(topic_prefix=self.topics.runner_transactions_for(route)), self.group
-        )
+        # A namespace of transactional ids per model: runners of two models never fence each other.
+        self.outcomes = Outcomes(settings, self.group, self.topics.runner_transactions_for(route))
         # Set when partitions are (re)assigned: their jobs may carry an earlier attempt's writes.
         self._assigned = asyncio.Event()
         # Clear while the group rebalances: nobody knows yet who holds which partition, so nothing commits.
@@ -304,6 +302,8 @@ class Runner:
                 job, writer, self.generator, self.blobs, self.cancels, self.runner_id, self.settings.job_timeout_s,
                 preview_every=self.settings.preview_every, catalog=self.catalog,
                 max_job_work=self.settings.max_job_work,
+                max_input_image_bytes=self.settings.max_input_image_bytes,
+                max_input_image_pixels=self.settings.max_input_image_pixels,
             ))
             self._running_jobs[job.id] = _partition_of(record)
         batch = BatchExecution(executions, self.generator)

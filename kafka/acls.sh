@@ -44,11 +44,16 @@ allow --allow-principal User:api --operation Write \
   --topic "$P.jobs.requests" --topic "$P.jobs.state" --topic "$P.jobs.events" --topic "$P.jobs.control"
 allow --allow-principal User:api --operation Read \
   --topic "$P.jobs.state" --topic "$P.jobs.events" --topic "$P.webhooks.status"
+# Several models (EASEL_MODELS): each model after the first has its request topic "$P.jobs.requests.<name>" and its
+# runner group "$P.runners.<name>". The API describes every runner group for RunPod's /health census.
+allow --allow-principal User:api --operation Write --topic "$P.jobs.requests." $prefixed
+allow --allow-principal User:api --operation Describe --group "$P.runners" $prefixed
 
 # Runners share the requests in their group, follow cancels and statuses, and write every later status and
 # event (and dead letters) in transactions whose ids start with "$P.runner.".
 allow --allow-principal User:runner --operation Read \
   --topic "$P.jobs.requests" --topic "$P.jobs.control" --topic "$P.jobs.state" --group "$P.runners"
+allow --allow-principal User:runner --operation Read --topic "$P.jobs.requests." --group "$P.runners." $prefixed
 allow --allow-principal User:runner --operation Write \
   --topic "$P.jobs.state" --topic "$P.jobs.events" --topic "$P.jobs.dead-letters"
 allow --allow-principal User:runner --operation Write --operation Describe --transactional-id "$P.runner." $prefixed
@@ -58,12 +63,14 @@ allow --allow-principal User:runner --operation Write --operation Describe --tra
 # not route.
 allow --allow-principal User:webhooks --operation Read \
   --topic "$P.jobs.requests" --topic "$P.jobs.events" --topic "$P.jobs.state" --group "$P.webhooks"
+allow --allow-principal User:webhooks --operation Read --topic "$P.jobs.requests." $prefixed
 allow --allow-principal User:webhooks --operation Write --topic "$P.jobs.dead-letters"
 allow --allow-principal User:webhooks --operation Create --operation Write --operation Read \
   --topic "$P.webhooks." $prefixed
 
 # A trusted producer writes jobs and may follow their statuses and events.
 allow --allow-principal User:producer --operation Write --topic "$P.jobs.requests"
+allow --allow-principal User:producer --operation Write --topic "$P.jobs.requests." $prefixed
 allow --allow-principal User:producer --operation Read --topic "$P.jobs.state" --topic "$P.jobs.events"
 
 failed=0
