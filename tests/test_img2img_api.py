@@ -184,7 +184,7 @@ async def test_runpod_a1111_worker_img2img_and_public_shape(stack: Stack) -> Non
     assert job["mask_crop_padding"] == 0  # A1111's inpaint_full_res (true by default) with padding 0
 
     public = httpx.post(f"{stack.base_url}/v2/ep/run", headers=auth(stack), json={"input": {
-        "prompt": "a hill", **SMALL, "num_inference_steps": 2, "init_image": image, "strength": 0.4}})
+        "prompt": "a hill", **SMALL, "num_inference_steps": 5, "init_image": image, "strength": 0.4}})
     assert public.status_code == 200, public.text
     job = await job_record(stack, public.json()["id"])
     assert job["init_image"] == f"{job['id']}/init.png" and job["strength"] == 0.4
