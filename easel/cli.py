@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("dir", type=Path)
     tiny_refiner = model_commands.add_parser("tiny-refiner", help="build a tiny random SDXL refiner offline into DIR")
     tiny_refiner.add_argument("dir", type=Path)
+    tiny_lora = model_commands.add_parser(
+        "tiny-lora", help="build a tiny seeded LoRA for the tiny model offline into DIR (as NAME.safetensors)"
+    )
+    tiny_lora.add_argument("dir", type=Path)
+    tiny_lora.add_argument("--name", default="tiny")
     tiny_checker = model_commands.add_parser(
         "tiny-safety-checker", help="build a tiny safety checker offline into DIR (flags nothing, or everything)"
     )
@@ -112,6 +117,10 @@ def _build_model(args: argparse.Namespace) -> int:
 
     if args.model_command == "tiny-refiner":
         print(save_tiny_refiner(args.dir))
+    elif args.model_command == "tiny-lora":
+        from gpu_runner.tiny_lora import save_tiny_lora
+
+        print(save_tiny_lora(args.dir, args.name))
     elif args.model_command == "tiny-safety-checker":
         from gpu_runner.tiny_checker import save_tiny_checker
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from contract.catalog import DEFAULT_MODEL, Catalog, served_models
 from contract.errors import SettingsError
+from contract.loras import LoraFolder
 from contract.settings import Settings
 from easel.lifecycle import StopRequest, raise_interrupt
 from easel.local_kafka import LocalKafka
@@ -30,6 +31,8 @@ PROCESSES = ("api", "runner", "webhooks")
 # `refiner_checkpoint`) run unchanged against a fresh `make run`.
 DEMO_MODEL_NAME = "sd_xl_base_1.0"
 DEMO_REFINER_NAME = "sd_xl_refiner_1.0"
+# The demo's LoRA (`<lora:tiny:0.8>`), for the tiny model only.
+DEMO_LORA_NAME = "tiny"
 
 
 def dev_key(settings: Settings) -> str:
@@ -69,6 +72,8 @@ def demo_env(settings: Settings) -> dict[str, str]:
         env["EASEL_REFINER"] = str(tiny_refiner(settings.home))
         if settings.refiner_name == Settings.refiner_name:
             env["EASEL_REFINER_NAME"] = DEMO_REFINER_NAME
+    if not settings.lora_dir:
+        tiny_lora(LoraFolder.from_settings(settings))
     return env
 
 
@@ -81,6 +86,17 @@ def tiny_refiner(home: Path) -> Path:
     if not (path / "model_index.json").is_file():  # diffusers' saved-pipeline marker, written last (renamed in)
         print("building the tiny SDXL refiner ...", flush=True)
         subprocess.run([sys.executable, "-m", "easel.cli", "model", "tiny-refiner", str(path)], check=True)
+    return path
+
+
+def tiny_lora(folder: LoraFolder) -> Path:
+    """A tiny LoRA for the tiny model, `DEMO_LORA_NAME` in the default LoRA folder, built offline the first time
+    (by `easel model tiny-lora`, in a child process as the refiner is)."""
+    path = folder.file_of(DEMO_LORA_NAME)
+    if not path.is_file():
+        print("building the tiny LoRA ...", flush=True)
+        command = ["model", "tiny-lora", str(folder.path), "--name", DEMO_LORA_NAME]
+        subprocess.run([sys.executable, "-m", "easel.cli", *command], check=True)
     return path
 
 
