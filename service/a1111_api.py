@@ -126,7 +126,7 @@ async def sd_models(request: Request) -> Response:
     app: AppState = request.app.state.easel
     app.keys.authenticate(request, basic=True)
     return JSONResponse([
-        {"title": name, "model_name": name, "hash": None, "sha256": None, "filename": app.settings.model or name,
+        {"title": name, "model_name": name, "hash": None, "sha256": None, "filename": app.catalog.source(name) or name,
          "config": None}
         for name in app.model_names
     ])

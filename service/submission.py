@@ -13,7 +13,7 @@ from typing import Any
 from consumers import state_view
 from consumers.state_view import StateView
 from contract.control import ControlCommand
-from contract.errors import BodyTooLarge, KafkaUnavailable, NotFound, QueueFull
+from contract.errors import BodyTooLarge, InvalidField, KafkaUnavailable, NotFound, QueueFull
 from contract.job import Job, WebhookSpec, check_work_budget, echo_size, new_job_id
 from contract.serialization import encode, key
 from contract.states import JobStatus
@@ -53,7 +53,12 @@ def build_job(
         "dialect": dialect,
         "client_input": client_input,
     }
-    return validated(Job, fields, prefix, names)
+    job = validated(Job, fields, prefix, names)
+    # What only this server's configuration refuses (a LoRA it does not have; the dialects check model names).
+    if (problem := app.catalog.problem(job)) is not None:
+        field, rule = problem
+        raise InvalidField(rule, ".".join(part for part in (prefix, (names or {}).get(field, field)) if part))
+    return job
 
 
 async def checked_webhook(app: AppState, url: object, track_id: object, field: str = "webhook") -> WebhookSpec | None:

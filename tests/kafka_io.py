@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -40,6 +41,17 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def requested_job(bootstrap: str, topic: str, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The one job on the requests topic `topic` that `wanted` picks, as the API wrote it."""
+
+    def jobs(records: Records) -> list[dict[str, Any]]:
+        return [job for r in records if r.value and wanted(job := orjson.loads(r.value))]
+
+    records = await read_topic(bootstrap, topic, lambda rs: bool(jobs(rs)), linger_s=0.5)
+    [job] = jobs(records)
+    return job
 
 
 def events_of(records: Records, job_id: str) -> list[Event]:

@@ -154,7 +154,10 @@ def test_commands_are_cli_subcommands(
 def test_each_runner_is_pinned_to_its_own_gpu(services: dict[str, dict[str, Any]]) -> None:
     """One runner per GPU: `runner` takes GPU 0, the gpus-N profiles add runners on GPUs 1..N-1, each by device id
     (replicas of one service asking for `count: 1` would all be handed the same GPU)."""
-    runners = {name: service for name, service in services.items() if command(service) == ["runner"]}
+    runners = {
+        name: service for name, service in services.items()
+        if command(service) == ["runner"] and "models-2" not in service.get("profiles", ())
+    }
     assert gpu_ids(runners["runner"]) == ["0"]
     assert "profiles" not in runners["runner"], "the first runner starts without a profile"
     extra = {name: gpu_ids(service) for name, service in runners.items() if name != "runner"}
@@ -164,6 +167,17 @@ def test_each_runner_is_pinned_to_its_own_gpu(services: dict[str, dict[str, Any]
         assert set(runners[name]["profiles"]) <= {"gpus-2", "gpus-4"}, name
     gpus_2 = [name for name in extra if "gpus-2" in runners[name]["profiles"]]
     assert [extra[name] for name in gpus_2] == [["1"]], gpus_2
+
+
+def test_a_second_model_has_a_runner_of_its_own(services: dict[str, dict[str, Any]]) -> None:
+    """`--profile models-2`: a runner loading the EASEL_MODELS entry EASEL_SECOND_MODEL names, and every service
+    sees the same EASEL_MODELS list (the API routes by it, runners pick their topic by it)."""
+    second = services["runner-model2"]
+    assert command(second) == ["runner"] and second["profiles"] == ["models-2"]
+    assert environment(second)["EASEL_MODEL_NAME"] == "${EASEL_SECOND_MODEL:-default}"
+    assert environment(services["runner"])["EASEL_MODEL_NAME"] == "${EASEL_RUNNER_MODEL:-default}"
+    for name in ("api", "runner", "runner-model2", "webhooks", "topics"):
+        assert environment(services[name])["EASEL_MODELS"] == "${EASEL_MODELS:-}", name
 
 
 def test_the_s3_option_runs_the_s3proxy_the_tests_use(services: dict[str, dict[str, Any]]) -> None:

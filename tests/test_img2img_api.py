@@ -6,18 +6,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 from PIL import Image
 
 from contract.topics import Topics
 from tests.img2img_inputs import b64, image_server, mask_png, png
-from tests.kafka_io import Records, read_topic
+from tests.kafka_io import requested_job
 from tests.processes import Stack
 
 SMALL = {"width": 64, "height": 64}
@@ -29,22 +27,14 @@ def auth(stack: Stack) -> dict[str, str]:
 
 async def job_record(stack: Stack, job_id: str) -> dict[str, Any]:
     """The job as the API wrote it to the requests topic."""
-    return await _job_where(stack, lambda job: job["id"] == job_id)
+    return await requested_job(stack.env["EASEL_KAFKA_BOOTSTRAP"], Topics(stack.prefix).requests,
+                               lambda job: job["id"] == job_id)
 
 
 async def job_by_prompt(stack: Stack, prompt: str) -> dict[str, Any]:
     """The one job with this prompt (A1111's synchronous answer names no job id)."""
-    return await _job_where(stack, lambda job: job["prompt"] == prompt)
-
-
-async def _job_where(stack: Stack, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    def jobs(records: Records) -> list[dict[str, Any]]:
-        return [job for r in records if r.value and wanted(job := orjson.loads(r.value))]
-
-    records = await read_topic(stack.env["EASEL_KAFKA_BOOTSTRAP"], Topics(stack.prefix).requests,
-                               lambda rs: bool(jobs(rs)), linger_s=0.5)
-    [job] = jobs(records)
-    return job
+    return await requested_job(stack.env["EASEL_KAFKA_BOOTSTRAP"], Topics(stack.prefix).requests,
+                               lambda job: job["prompt"] == prompt)
 
 
 def stored(stack: Stack, key: str) -> Image.Image:
@@ -151,19 +141,6 @@ async def test_modelslab_img2img_and_inpaint_through_the_stock_sdk(stack: Stack)
         assert Image.open(io.BytesIO(httpx.get(answer["output"][0]).content)).size == (64, 64)
     inpainted = await job_record(stack, str(answers[1]["id"]))
     assert inpainted["mask_image"] == f"{answers[1]['id']}/mask.png" and inpainted["strength"] == 0.75
-
-
-@pytest.mark.parametrize(("sent", "loras"), [
-    ({"lora_model": "ink, paper", "lora_strength": "0.6,0.8"}, [("ink", 0.6), ("paper", 0.8)]),
-    ({"lora_model": "ink,paper", "lora_strength": 0.5}, [("ink", 0.5), ("paper", 0.5)]),
-    ({"lora_model": "ink"}, [("ink", 1.0)]),
-])
-async def test_modelslab_loras_are_mapped(stack: Stack, sent: dict[str, Any], loras: list[tuple[str, float]]) -> None:
-    answer = httpx.post(f"{stack.base_url}/api/v6/realtime/text2img", json={
-        "key": stack.key, "prompt": "x", **SMALL, "num_inference_steps": 1, "instant_response": True, **sent})
-    assert answer.status_code == 200 and answer.json()["status"] == "processing", answer.text
-    job = await job_record(stack, str(answer.json()["id"]))
-    assert [(lora["name"], lora["weight"]) for lora in job["loras"]] == loras
 
 
 async def test_runpod_a1111_worker_img2img_and_public_shape(stack: Stack) -> None:

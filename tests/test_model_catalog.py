@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -9,6 +12,7 @@ from contract.catalog import Catalog
 from contract.errors import InvalidField
 from contract.job import Job, JobSpec
 from contract.lifecycle import queued_status
+from contract.loras import LoraFolder
 from contract.settings import Settings
 from contract.states import JobState, Output
 from dialects import a1111, modelslab, runpod
@@ -18,14 +22,15 @@ CONFIGURED = Catalog(models=("sd_xl_base_1.0", "default"), refiners=("sd_xl_refi
 
 def test_the_catalog_comes_from_settings() -> None:
     bare = Catalog.from_settings(Settings.from_env({}))
-    assert bare == Catalog(models=("default",), refiners=(), safety_checker=False)
+    assert bare.loras == LoraFolder(Path(".easel/loras"))  # EASEL_LORA_DIR's default, under EASEL_HOME
+    assert replace(bare, loras=None) == Catalog(models=("default",), refiners=(), safety_checker=False)
     env = {
         "EASEL_MODEL_NAME": "sd_xl_base_1.0",
         "EASEL_REFINER": "/models/refiner",
         "EASEL_REFINER_NAME": "sd_xl_refiner_1.0",
         "EASEL_SAFETY_CHECKER": "/models/checker",
     }
-    assert Catalog.from_settings(Settings.from_env(env)) == CONFIGURED
+    assert replace(Catalog.from_settings(Settings.from_env(env)), loras=None) == CONFIGURED
     # A refiner name without a refiner is no refiner.
     assert Catalog.from_settings(Settings.from_env({"EASEL_REFINER_NAME": "r"})).refiners == ()
 

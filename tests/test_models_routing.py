@@ -20,6 +20,7 @@ from contract.catalog import Catalog, ServedModel, runner_model, runner_settings
 from contract.errors import SettingsError
 from contract.job import JobSpec
 from contract.keys import key_id
+from contract.loras import LoraFolder
 from contract.settings import Settings
 from contract.topics import Topics
 from easel.dev import PROCESSES, demo_env, dev_children
@@ -52,7 +53,8 @@ def test_the_first_model_keeps_todays_topic_group_and_transactions_and_the_other
 
 def test_one_model_is_unchanged() -> None:
     bare = Catalog.from_settings(Settings())
-    assert bare == Catalog() and bare.routed == () and bare.request_topics(Topics("p")) == ["p.jobs.requests"]
+    assert bare == Catalog(loras=LoraFolder(Path(".easel/loras")))
+    assert bare.routed == () and bare.request_topics(Topics("p")) == ["p.jobs.requests"]
     named = Catalog.from_settings(Settings(model="/m", model_name="sd_xl_base_1.0"))
     assert named.models == ("sd_xl_base_1.0", "default") and named.source("sd_xl_base_1.0") == "/m"
     assert runner_settings(Settings(model="/m")) == Settings(model="/m")

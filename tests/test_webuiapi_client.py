@@ -10,14 +10,13 @@ import pytest
 import webuiapi
 
 from tests.processes import Stack
+from tests.webui_client import webui_client
 
 
 @pytest.fixture
 def api(stack: Stack) -> Iterator[webuiapi.WebUIApi]:
-    client = webuiapi.WebUIApi(baseurl=f"{stack.base_url}/sdapi/v1")
-    client.set_auth("easel-user", stack.key)
-    yield client
-    client.session.close()
+    with webui_client(stack) as client:
+        yield client
 
 
 def test_txt2img_answers_images_info_and_parameters(api: webuiapi.WebUIApi) -> None:
@@ -29,12 +28,9 @@ def test_txt2img_answers_images_info_and_parameters(api: webuiapi.WebUIApi) -> N
 
 
 def test_a_wrong_password_is_401_to_the_client(stack: Stack) -> None:
-    client = webuiapi.WebUIApi(baseurl=f"{stack.base_url}/sdapi/v1")
-    client.set_auth("easel-user", "not-a-key")
-    with pytest.raises(RuntimeError) as error:
+    with webui_client(stack, password="not-a-key") as client, pytest.raises(RuntimeError) as error:
         client.txt2img(prompt="x", width=64, height=64, steps=1)
     assert error.value.args[0] == 401
-    client.session.close()
 
 
 def test_catalogues_progress_and_options(api: webuiapi.WebUIApi) -> None:

@@ -14,16 +14,15 @@ import webuiapi
 from PIL import Image
 
 from tests.processes import Stack
+from tests.webui_client import webui_client
 
 SIZE = {"width": 64, "height": 64}
 
 
 @pytest.fixture
 def api(stack: Stack) -> Iterator[webuiapi.WebUIApi]:
-    client = webuiapi.WebUIApi(baseurl=f"{stack.base_url}/sdapi/v1")
-    client.set_auth("easel-user", stack.key)
-    yield client
-    client.session.close()
+    with webui_client(stack) as client:
+        yield client
 
 
 def init_image() -> Image.Image:
