@@ -180,7 +180,7 @@ def _run_runner(settings: Settings) -> int:
     from contract.catalog import runner_settings
     from contract.errors import SettingsError
     from gpu_runner.pipeline import SDXLGenerator
-    from gpu_runner.runner import Runner
+    from gpu_runner.runner import GIL_SWITCH_INTERVAL_S, Runner
 
     try:
         settings = runner_settings(settings)  # with EASEL_MODELS: the model EASEL_MODEL_NAME picks
@@ -188,6 +188,7 @@ def _run_runner(settings: Settings) -> int:
         print(f"easel runner: {exc}", file=sys.stderr)
         return 2
     generator = SDXLGenerator.from_settings(settings)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # process-wide: this process is one runner
     run_until_stopped(Runner(settings, generator).run())
     return 0
 

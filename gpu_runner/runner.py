@@ -65,6 +65,11 @@ from producers.dead_letters import dead_letter_headers
 log = structlog.get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 FAULT_EXIT_CODE = 86  # the test-only fault hook's exit status
+# How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). The generation thread
+# needs the GIL between torch ops; when the event loop's thread (Kafka clients, each step's events) holds it, the
+# pipeline stalls. At 0.5 ms the runner's pipeline call measured 20-25 ms closer to a bare one per 256² job
+# (BENCHMARKS.md, "Easel beside its inline peer").
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class Runner:
