@@ -27,12 +27,8 @@ def tiny_model() -> str:
 @pytest.fixture(scope="session")
 def stack(kafka: LocalKafka, tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = make_stack(kafka.bootstrap, tmp_path_factory.mktemp("stack"), "main", HOME)
-    try:  # stopped even when starting fails, so no process outlives the session
-        stack.start_api()
-        stack.start_runner().wait_for_output("runner ready")
-        yield stack
-    finally:
-        stack.stop()
+    with stack.serving() as serving:
+        yield serving
 
 
 @pytest.fixture

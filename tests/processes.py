@@ -110,6 +110,17 @@ class Stack:
         for process in self.processes:
             process.stop()
 
+    @contextmanager
+    def serving(self, runner_id: str = "runner-0") -> Iterator[Stack]:
+        """The API and one runner, ready; every process stopped on exit, also when starting failed (so no process
+        outlives the test)."""
+        try:
+            self.start_api()
+            self.start_runner(runner_id).wait_for_output("runner ready")
+            yield self
+        finally:
+            self.stop()
+
 
 def wait_for_health(base_url: str, process: EaselProcess, healthy: bool = True, timeout_s: float = 90.0) -> None:
     """Until the API at `base_url` (served by `process` or one of its children) says 200 on /health, or, with

@@ -43,9 +43,5 @@ def sdxl_named_stack(bootstrap: str, workdir: Path, prefix: str) -> Iterator[Sta
         "EASEL_REFINER": str(save_tiny_refiner(workdir / "refiner")),
         "EASEL_REFINER_NAME": REFINER_NAME,
     }
-    try:
-        stack.start_api()
-        stack.start_runner(f"{prefix}-runner").wait_for_output("runner ready")
-        yield stack
-    finally:
-        stack.stop()
+    with stack.serving(f"{prefix}-runner") as serving:
+        yield serving

@@ -36,12 +36,8 @@ def s3_stack(
 ) -> Iterator[Stack]:
     stack = make_stack(kafka.bootstrap, tmp_path_factory.mktemp("s3-stack"), "s3e2e", HOME)
     stack.env.update(s3proxy.env, EASEL_BLOB_URL=f"s3://{BUCKET}/{PREFIX}", EASEL_S3_PRESIGNED_URLS="1")
-    try:
-        stack.start_api()
-        stack.start_runner().wait_for_output("runner ready")
-        yield stack
-    finally:
-        stack.stop()
+    with stack.serving() as serving:
+        yield serving
 
 
 def test_images_go_to_s3_and_public_links_redirect_to_presigned_urls(

@@ -42,12 +42,8 @@ def cluster() -> Iterator[LocalKafkaCluster]:
 def stack(cluster: LocalKafkaCluster, tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = make_stack(cluster.bootstrap, tmp_path_factory.mktemp("cluster"), "cluster", HOME)
     stack.env.update(EASEL_REPLICATION_FACTOR="3", EASEL_PREVIEW_EVERY="0")
-    try:
-        stack.start_api()
-        stack.start_runner().wait_for_output("runner ready")
-        yield stack
-    finally:
-        stack.stop()
+    with stack.serving() as serving:
+        yield serving
 
 
 async def describe(bootstrap: str, topics: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -39,12 +39,8 @@ def features_stack(kafka: LocalKafka, tiny_model: str, tmp_path_factory: pytest.
         "EASEL_REFINER_NAME": "sdxl-refiner",
         "EASEL_SAFETY_CHECKER": str(save_tiny_checker(workdir / "checker", flag_everything=True)),
     }
-    try:  # stopped even when starting fails, so no process outlives the test
-        stack.start_api()
-        stack.start_runner("features-runner").wait_for_output("runner ready")  # its own static member id
-        yield stack
-    finally:
-        stack.stop()
+    with stack.serving("features-runner") as serving:
+        yield serving
 
 
 @pytest.fixture

@@ -33,12 +33,8 @@ def lora_stack(kafka: LocalKafka, tiny_model: str, tmp_path_factory: pytest.Temp
     save_tiny_lora(folder, "paper", seed=1)
     stack = make_stack(kafka.bootstrap, tmp_path_factory.mktemp("lora-stack"), "loras", HOME)
     stack.env["EASEL_LORA_DIR"] = str(folder)
-    try:
-        stack.start_api()
-        stack.start_runner().wait_for_output("runner ready")
-        yield stack
-    finally:
-        stack.stop()
+    with stack.serving() as serving:
+        yield serving
 
 
 @pytest.fixture
