@@ -42,9 +42,11 @@ class EventWriter:
     events may be newer than the status it left.
 
     `emit` never blocks, so it can be called (through the loop) from the generation thread. `flush`
-    writes the newest status if it is pending and waits until Kafka acknowledged or refused everything
-    emitted so far. While Kafka is away the producer keeps retrying and `flush` waits; a write refused for
-    good is logged and dropped: a job's progress may be lost or coalesced, its outcome never.
+    writes the newest status if it is pending (not once the outcome was emitted: the outcome's status
+    supersedes it, and writing it would cost the job a Kafka round trip before its outcome) and waits
+    until Kafka acknowledged or refused everything emitted so far. While Kafka is away the producer keeps
+    retrying and `flush` waits; a write refused for good is logged and dropped: a job's progress may be
+    lost or coalesced, its outcome never.
     """
 
     def __init__(
@@ -93,7 +95,10 @@ class EventWriter:
         return event
 
     async def flush(self) -> None:
-        self._write_unsent()
+        if self.outcome is None:
+            self._write_unsent()
+        else:  # the outcome's status, which the runner writes next, carries everything the pending one would
+            self._drop_unsent()
         await self._outbox.join()
         acks, self._acks = self._acks, []
         for result in await asyncio.gather(*acks, return_exceptions=True):
@@ -117,6 +122,12 @@ class EventWriter:
     def _write_unsent(self) -> None:
         if self._unsent_status is not None:
             self._write_status(self._unsent_status)
+
+    def _drop_unsent(self) -> None:
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+            self._status_timer = None
+        self._unsent_status = None
 
     async def _send_in_order(self) -> None:
         job_key = key(self.status.job_id)
