@@ -5,6 +5,9 @@ alternate a fixed number of submits and of health checks, so both see the same m
 but set high, so its check runs on every submit and never refuses. aiohttp drives the load (httpx's async client
 tops out near 200 requests/s here).
 
+Each load also notes the CPU time it cost the API (with its workers), the broker and this client (aiohttp), per
+request: what a submit costs the whole machine, and so what rate its cores allow.
+
 Servers compared in the same run: one API process, `easel api --workers N` (BENCH_WORKERS, 0 to skip), and,
 with BENCH_SUBMITS_BASELINE=<a checkout of another commit>, one API process from that checkout.
 """
@@ -36,6 +39,7 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 BASELINE = os.environ.get("BENCH_SUBMITS_BASELINE", "")
 CONNECTIONS = (16, 64)
 QUEUE_LIMIT = 100  # the default EASEL_MAX_QUEUED_PER_KEY
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PER_KEY = QUEUE_LIMIT // 2  # submits per key: the limit is checked on every submit and never refuses
 JOB = {"prompt": "a lighthouse at dusk", "width": 256, "height": 256, "steps": 8}
 
@@ -86,6 +90,20 @@ class Keys:
         return {"Authorization": f"Bearer {key}"}
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process and its children (uvicorn's workers) have used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()  # from the state on: utime and stime are the 12th, 13th
+    used = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return used + sum(cpu_s(int(child)) for child in children.read().split())
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -131,9 +149,11 @@ async def wait_healthy(session: aiohttp.ClientSession, server: Server) -> None:
     raise TimeoutError(f"{server.name} did not become healthy")
 
 
-async def measure(servers: list[Server], keys: Keys) -> dict[str, object]:
+async def measure(servers: list[Server], keys: Keys, broker_pid: int) -> dict[str, object]:
     walls: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     latencies: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    # CPU seconds per request, by (server, route, connections) and process
+    cpu: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     connector = aiohttp.TCPConnector(limit=max(CONNECTIONS))
     async with aiohttp.ClientSession(connector=connector) as session:
         for server in servers:
@@ -143,7 +163,12 @@ async def measure(servers: list[Server], keys: Keys) -> dict[str, object]:
             for connections in CONNECTIONS:
                 for server in servers:
                     for route, method, path in (("submit", "POST", "/v1/jobs"), ("health", "GET", "/health")):
+                        pids = {"api": server.process.pid, "broker": broker_pid}
+                        before = {name: cpu_s(pid) for name, pid in pids.items()} | {"client": own_cpu_s()}
                         wall, times = await load(session, method, server.url + path, connections, keys)
+                        after = {name: cpu_s(pid) for name, pid in pids.items()} | {"client": own_cpu_s()}
+                        for name in after:
+                            cpu[server.name, route, connections][name].append((after[name] - before[name]) / REQUESTS)
                         walls[server.name, route, connections].append(wall)
                         latencies[server.name, route, connections].extend(times)
     result: dict[str, object] = {}
@@ -154,6 +179,10 @@ async def measure(servers: list[Server], keys: Keys) -> dict[str, object]:
             "requests_per_s_range": [round(min(rates)), round(max(rates))],
             "p50_ms": round(percentile(times, 50) * 1000, 2),
             "p99_ms": round(percentile(times, 99) * 1000, 2),
+            "cpu_ms_per_request": {
+                process: round(statistics.median(per_request) * 1000, 3)
+                for process, per_request in cpu[name, route, connections].items()
+            },
         }
     return result
 
@@ -174,7 +203,8 @@ def main() -> None:
         for n, (name, checkout, args) in enumerate(variants)
     ]
     try:
-        result = asyncio.run(measure(servers, keys))
+        assert broker.process is not None
+        result = asyncio.run(measure(servers, keys, broker.process.pid))
     finally:
         for server in servers:
             server.process.terminate()

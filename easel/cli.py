@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from contract.log import configure_logging
 from contract.settings import Settings
-from easel.lifecycle import raise_interrupt, run_until_stopped
+from easel.lifecycle import raise_interrupt, run_until_stopped, settle_gc
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -156,6 +156,7 @@ def _run_api(settings: Settings, workers: int = 1) -> int:
     # One process: the app built here. Several: uvicorn binds the port once, starts N processes that accept on
     # it (restarting any that dies), and each builds its own app (views, stream hub, purger) from `api_app`.
     app = create_app(settings) if workers <= 1 else "easel.cli:api_app"
+    settle_gc()
     uvicorn.run(
         app, factory=workers > 1, workers=workers if workers > 1 else None,
         host=settings.host, port=settings.port, log_level="warning", access_log=False,
@@ -172,7 +173,9 @@ def api_app() -> Starlette:
 
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    settle_gc()
+    return app
 
 
 def _run_runner(settings: Settings) -> int:
@@ -188,6 +191,7 @@ def _run_runner(settings: Settings) -> int:
         print(f"easel runner: {exc}", file=sys.stderr)
         return 2
     generator = SDXLGenerator.from_settings(settings)
+    settle_gc()  # the pipeline's objects
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # process-wide: this process is one runner
     run_until_stopped(Runner(settings, generator).run())
     return 0

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import subprocess
 from collections.abc import Coroutine
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Python collects its oldest generation whenever a quarter more objects have survived into it, and each time it
+# walks all of them, holding the GIL: in an API with thousands of queued jobs, or a runner holding a pipeline,
+# pauses of 100-300 ms several times a second under load (bench/submits.py). Young collections 70 times rarer
+# leave a request's or a step's objects time to die young, so few reach the oldest generation.
+GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
@@ -24,6 +30,14 @@ def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
             await task
 
     asyncio.run(supervised())
+
+
+def settle_gc() -> None:
+    """Once a process has loaded what it keeps for its life (modules, a pipeline): those objects out of every
+    later collection (collected first, so no garbage is kept), and the thresholds above."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def raise_interrupt(signum: int, frame: object) -> None:
