@@ -12,9 +12,9 @@ from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Python collects its oldest generation whenever a quarter more objects have survived into it, and each time it
-# walks all of them, holding the GIL: in an API with thousands of queued jobs, or a runner holding a pipeline,
-# pauses of 100-300 ms several times a second under load (bench/submits.py). Young collections 70 times rarer
-# leave a request's or a step's objects time to die young, so few reach the oldest generation.
+# walks all of them, holding the GIL: an API holding thousands of queued jobs paused up to 200 ms about twice a
+# second under submit load (bench/submits.py), a runner up to 290 ms now and then. Young collections 70 times
+# rarer leave a request's or a step's objects time to die young, so few reach the oldest generation.
 GC_THRESHOLDS = (50_000, 20, 20)
 
 
