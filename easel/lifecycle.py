@@ -33,8 +33,9 @@ def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
 
 
 def settle_gc() -> None:
-    """Once a process has loaded what it keeps for its life (modules, a pipeline): those objects out of every
-    later collection (collected first, so no garbage is kept), and the thresholds above."""
+    """Once a long-lived process (API, runner, dispatcher) has loaded what it keeps for its life (modules, a
+    pipeline): those objects out of every later collection (collected first, so no garbage is kept), and the
+    thresholds above."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

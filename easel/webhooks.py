@@ -6,7 +6,7 @@ import argparse
 import asyncio
 
 from contract.settings import Settings
-from easel.lifecycle import run_until_stopped
+from easel.lifecycle import run_until_stopped, settle_gc
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,6 +23,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _replay(args, settings)
     from consumers.webhooks.dispatcher import Dispatcher
 
+    settle_gc()
     run_until_stopped(Dispatcher(settings).run())
     return 0
 
